@@ -1,0 +1,36 @@
+"""Build the Litestar application around a Service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+
+from .routes.dapr import dapr_route_handlers
+from .routes.ops import health, metrics, ready
+from .routes.publish import publish_events
+from .routes.ws import ws_endpoint
+from .service import Service
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Litestar:
+    service = service or Service(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Litestar(
+        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, *dapr_route_handlers(service.settings)],
+        lifespan=[lifespan],
+        request_max_body_size=service.settings.max_body_bytes,
+        openapi_config=None,
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,15 @@
+"""Brokers: where offsets, history and cross-replica fan-out live (see base.Broker)."""
+
+from __future__ import annotations
+
+from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
+from .memory import MemoryBroker
+
+__all__ = ["Broker", "BrokerUnavailable", "Delivery", "MemoryBroker", "Position", "Replay", "create_broker"]
+
+
+def create_broker(url: str, *, history_size: int, history_ttl: float, dedupe_window: float) -> Broker:
+    """The broker a `TASKSYNC_BROKER` value names: `memory` or a `redis://` URL."""
+    if url == "memory":
+        return MemoryBroker(history_size=history_size, history_ttl=history_ttl, dedupe_window=dedupe_window)
+    raise ValueError(f"unknown broker {url!r}: expected 'memory' or a redis:// URL")

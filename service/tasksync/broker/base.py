@@ -1,0 +1,110 @@
+"""The broker interface: the one place that knows about offsets, history and other replicas.
+
+Like Litestar's channels backends, a broker is small and interchangeable. The embedded
+`MemoryBroker` serves one process; a Redis-backed broker implements the same interface for
+many replicas. The hub never talks to another replica: it hands events to the broker and
+receives `Delivery` values for the users it holds connections of.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..events import TaskEvent
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot take or serve events right now; the caller should retry later."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event at its offset, with the frame already encoded for every socket."""
+
+    user_id: str
+    seq: int
+    epoch: str
+    frame: str
+    event_id: str
+    # Monotonic ingest instant in this process, or None when the event came from elsewhere
+    # (another replica, history): latency is only measured where it can be measured honestly.
+    received_ns: int | None = None
+    # Sockets that still have to write this delivery; the last write observes latency.
+    pending_writes: int = field(default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """The newest offset a broker holds for a user, in its epoch (0 before any event)."""
+
+    seq: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The answer to "what followed `since`?": the missed deliveries, or why they cannot be had."""
+
+    deliveries: list[Delivery]
+    position: Position
+    resync: Literal["history_gap", "epoch_changed"] | None = None
+
+
+DeliverySink = Callable[[Delivery], None]
+
+
+class Broker(abc.ABC):
+    """Contract every broker keeps.
+
+    - `publish` assigns the user's next offset, stores the event in the user's bounded history
+      and hands a `Delivery` to the sink of every process holding that user's connections. It
+      returns None for an event id already seen within the dedupe window (nothing delivered).
+      It raises BrokerUnavailable when the event could not be stored: the caller must not
+      acknowledge it.
+    - Offsets per user start at 1 and grow by one per event within an epoch; a new epoch means
+      offsets restarted and older offsets mean nothing.
+    - `replay` returns the events after `since` in order, or a resync reason when history no
+      longer holds all of them or the epoch differs.
+    - `watch`/`unwatch` tell the broker this process holds (or no longer holds) connections of
+      a user, so brokers that fan out across replicas only send what is wanted.
+    """
+
+    name: str
+
+    def __init__(self) -> None:
+        self._sink: DeliverySink | None = None
+
+    def set_sink(self, sink: DeliverySink) -> None:
+        self._sink = sink
+
+    async def start(self) -> None:
+        """Connect and get ready; called once before the first request."""
+
+    async def stop(self) -> None:
+        """Release connections; called once at shutdown."""
+
+    @abc.abstractmethod
+    async def publish(self, event: TaskEvent) -> Delivery | None: ...
+
+    @abc.abstractmethod
+    async def position(self, user_id: str) -> Position: ...
+
+    @abc.abstractmethod
+    async def replay(self, user_id: str, since: int, epoch: str) -> Replay: ...
+
+    async def watch(self, user_id: str) -> None:
+        """This process now holds a connection of `user_id`."""
+
+    async def unwatch(self, user_id: str) -> None:
+        """This process holds no connection of `user_id` any more."""
+
+    @abc.abstractmethod
+    async def ready(self) -> bool:
+        """Whether publish and replay work right now (readiness)."""
+
+    def _emit(self, delivery: Delivery) -> None:
+        if self._sink is not None:
+            self._sink(delivery)

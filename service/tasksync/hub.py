@@ -1,0 +1,183 @@
+"""The hub: this process's live connections by user, and delivery into their outboxes.
+
+Delivery never awaits a socket. Each connection has a bounded outbox drained by its own writer
+(see `session.py`), so a socket that cannot keep up fills only its own outbox and is then closed
+with 1013 instead of delaying anyone else or growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from dataclasses import dataclass
+
+from .broker import Delivery
+from .metrics import Metrics
+from .protocol import CLOSE_TRY_AGAIN_LATER, Ping, encode, utc_now_iso
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    """Ask a connection's writer to close the socket. `label` is the metric reason."""
+
+    code: int
+    reason: str
+    label: str
+
+
+OutboxItem = Delivery | str | CloseRequest
+
+
+class Outbox:
+    """A bounded FIFO with one consumer. Cheaper than asyncio.Queue on the hot path, and it
+    lets a close request jump the capacity check."""
+
+    __slots__ = ("capacity", "_items", "_ready")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[OutboxItem] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, item: OutboxItem) -> bool:
+        """Queue an item unless the outbox is full."""
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.append(item)
+        self._ready.set()
+        return True
+
+    def close_with(self, request: CloseRequest) -> None:
+        """Drop what is queued and make the close the next thing the writer sees. The client
+        resumes from its last `seq`, so the dropped frames are not lost to it."""
+        self._items.clear()
+        self._items.append(request)
+        self._ready.set()
+
+    def drop_deliveries(self) -> None:
+        kept = [item for item in self._items if not isinstance(item, Delivery)]
+        self._items.clear()
+        self._items.extend(kept)
+
+    async def take(self) -> OutboxItem:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+_connection_ids = itertools.count(1)
+
+
+class Connection:
+    """Per-socket delivery state. The socket itself belongs to the session."""
+
+    __slots__ = ("id", "user_id", "outbox", "closing", "_replaying", "_held")
+
+    def __init__(self, user_id: str, outbox_size: int) -> None:
+        self.id = f"c-{next(_connection_ids):x}"
+        self.user_id = user_id
+        self.outbox = Outbox(outbox_size)
+        self.closing: CloseRequest | None = None
+        # While a resume replays history, live deliveries are held back so that nothing
+        # overtakes the replay; `end_replay` releases them in order without duplicates.
+        self._replaying = True
+        self._held: list[Delivery] = []
+
+    @property
+    def replaying(self) -> bool:
+        return self._replaying
+
+    def enqueue(self, delivery: Delivery) -> bool:
+        if self._replaying:
+            self._held.append(delivery)
+            return True
+        return self.outbox.offer(delivery)
+
+    def end_replay(self, replayed_up_to: int) -> bool:
+        """Release held live deliveries newer than the replay; False if the outbox overflowed."""
+        self._replaying = False
+        held, self._held = self._held, []
+        return all(self.outbox.offer(d) for d in held if d.seq > replayed_up_to)
+
+    def begin_replay(self) -> None:
+        """Enter replay mode for a mid-connection resume. Queued deliveries are dropped: the
+        replay that follows covers them, and keeping them would send them twice."""
+        self._replaying = True
+        self.outbox.drop_deliveries()
+
+    def request_close(self, request: CloseRequest) -> None:
+        if self.closing is None:
+            self.closing = request
+            self.outbox.close_with(request)
+
+
+class Hub:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._by_user: dict[str, set[Connection]] = {}
+        self.connection_count = 0
+
+    def connections_of(self, user_id: str) -> frozenset[Connection]:
+        return frozenset(self._by_user.get(user_id, ()))
+
+    def add(self, conn: Connection) -> bool:
+        """Register a connection; True if it is the user's first in this process."""
+        conns = self._by_user.setdefault(conn.user_id, set())
+        conns.add(conn)
+        self.connection_count += 1
+        self.metrics.connections_active.inc()
+        return len(conns) == 1
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget a connection; True if the user has none left in this process."""
+        conns = self._by_user.get(conn.user_id)
+        if conns is None or conn not in conns:
+            return False
+        conns.discard(conn)
+        self.connection_count -= 1
+        self.metrics.connections_active.dec()
+        if conns:
+            return False
+        del self._by_user[conn.user_id]
+        return True
+
+    def deliver(self, delivery: Delivery) -> None:
+        """The broker's sink: queue a delivery on every connection of its user."""
+        conns = self._by_user.get(delivery.user_id)
+        if not conns:
+            return
+        delivery.pending_writes = len(conns)
+        for conn in conns:
+            if not conn.enqueue(delivery):
+                self.close_slow_consumer(conn)
+
+    def close_slow_consumer(self, conn: Connection) -> None:
+        conn.request_close(
+            CloseRequest(CLOSE_TRY_AGAIN_LATER, "slow consumer: outbox full; reconnect and resume", "slow_consumer")
+        )
+
+    def broadcast_ping(self) -> None:
+        frame = encode(Ping(timestamp=utc_now_iso()))
+        for conns in self._by_user.values():
+            for conn in conns:
+                # A connection still replaying has not sent `connected` yet; it must come first.
+                if conn.replaying:
+                    continue
+                if not conn.outbox.offer(frame):
+                    self.close_slow_consumer(conn)
+
+    def close_all(self, request: CloseRequest) -> None:
+        for conns in list(self._by_user.values()):
+            for conn in list(conns):
+                conn.request_close(request)
+
+    async def run_heartbeat(self, interval: float) -> None:
+        """Ping every socket every `interval` seconds; one encoded frame for all of them."""
+        while True:
+            await asyncio.sleep(interval)
+            self.broadcast_ping()

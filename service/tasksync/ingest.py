@@ -1,0 +1,204 @@
+"""Ingest: turn a CloudEvent, a Dapr bulk envelope or an HTTP publish body into TaskEvents.
+
+Pure functions, no I/O: each either returns typed events or raises IngestError with a reason
+(the metric label) and a message that tells the publisher what was wrong. Whether a failure is
+permanent (Dapr DROP, HTTP 4xx) or transient (Dapr RETRY, HTTP 503) is decided by the caller:
+everything raised here is permanent, because the same bytes will never become valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from .events import EVENT_NAMES, TaskEvent
+from .protocol import utc_now_iso
+
+MAX_USER_ID_LENGTH = 256
+MAX_EVENT_ID_LENGTH = 256
+
+DaprStatus = Literal["SUCCESS", "RETRY", "DROP"]
+
+
+class IngestError(Exception):
+    """An input that can never become a valid event. `reason` is a short metric label."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class DaprResponse(msgspec.Struct):
+    status: DaprStatus
+
+
+class BulkEntryStatus(msgspec.Struct, rename="camel"):
+    entry_id: str
+    status: DaprStatus
+
+
+class BulkResponse(msgspec.Struct):
+    statuses: list[BulkEntryStatus]
+
+
+class BulkEntry(msgspec.Struct, rename="camel"):
+    entry_id: str
+    event: Any = None
+    content_type: str = ""
+    metadata: dict[str, str] = {}
+
+
+class BulkEnvelope(msgspec.Struct):
+    """Dapr's bulk-subscribe request body (type com.dapr.event.sent.bulk)."""
+
+    entries: list[BulkEntry]
+    id: str = ""
+    pubsubname: str = ""
+    topic: str = ""
+    type: str = ""
+    metadata: dict[str, str] = {}
+
+
+_json = msgspec.json.Decoder()
+
+
+def decode_json(raw: bytes) -> Any:
+    try:
+        return _json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
+
+
+def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> TaskEvent:
+    """Validate the event payload `{"event", "user_id", "task", "occurred_at"?}`."""
+    if not isinstance(payload, dict):
+        raise IngestError("invalid_payload", f"event payload must be a JSON object, got {_kind(payload)}")
+    name = payload.get("event")
+    if name is None:
+        raise IngestError("missing_event", "event payload has no 'event' field")
+    if name not in EVENT_NAMES:
+        raise IngestError(
+            "unknown_event",
+            f"unknown event {name!r}; expected one of {', '.join(sorted(EVENT_NAMES))}",
+        )
+    user_id = payload.get("user_id")
+    if user_id is None or user_id == "":
+        raise IngestError("missing_user_id", "event payload has no 'user_id'")
+    if isinstance(user_id, int) and not isinstance(user_id, bool):
+        user_id = str(user_id)  # numeric ids are common in task backends; the wire form is text
+    if not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
+        raise IngestError(
+            "invalid_user_id",
+            f"'user_id' must be a printable string of at most {MAX_USER_ID_LENGTH} characters",
+        )
+    task = payload.get("task")
+    if not isinstance(task, dict):
+        raise IngestError("invalid_task", f"'task' must be a JSON object, got {_kind(task)}")
+    occurred_at = payload.get("occurred_at")
+    if occurred_at is None:
+        occurred_at = utc_now_iso()
+    else:
+        occurred_at = _normalise_time(occurred_at)
+    if event_id is None:
+        event_id = payload.get("id")
+    if event_id is None:
+        # Without a publisher id the event cannot be deduplicated across retries; docs say so.
+        event_id = uuid.uuid4().hex
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise IngestError(
+            "invalid_id", f"event 'id' must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters"
+        )
+    return TaskEvent(
+        id=event_id, user_id=user_id, event=name, task=task, occurred_at=occurred_at, source=source
+    )
+
+
+def event_from_cloudevent(cloudevent: Any) -> TaskEvent:
+    """A structured CloudEvent (as Dapr delivers it) whose `data` is the event payload."""
+    if not isinstance(cloudevent, dict):
+        raise IngestError("invalid_cloudevent", f"CloudEvent must be a JSON object, got {_kind(cloudevent)}")
+    event_id = cloudevent.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise IngestError("invalid_cloudevent", "CloudEvent has no 'id'")
+    if "data" in cloudevent:
+        data = cloudevent["data"]
+        if isinstance(data, str):
+            # A publisher that sent JSON as text/plain: Dapr keeps it as a string.
+            data = _decode_embedded_json(data.encode(), "data")
+    elif "data_base64" in cloudevent:
+        try:
+            raw = base64.b64decode(cloudevent["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise IngestError("invalid_cloudevent", "CloudEvent 'data_base64' is not base64") from exc
+        data = _decode_embedded_json(raw, "data_base64")
+    else:
+        raise IngestError("missing_data", "CloudEvent has no 'data'")
+    return event_from_payload(data, event_id=event_id, source="dapr")
+
+
+def bulk_envelope(raw: bytes) -> BulkEnvelope:
+    try:
+        return msgspec.json.decode(raw, type=BulkEnvelope)
+    except msgspec.ValidationError as exc:
+        raise IngestError("invalid_bulk", f"not a Dapr bulk envelope: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
+
+
+def event_from_bulk_entry(entry: BulkEntry) -> TaskEvent:
+    event = entry.event
+    if isinstance(event, str):
+        event = _decode_embedded_json(event.encode(), "event")
+    if isinstance(event, dict) and "specversion" in event:
+        return event_from_cloudevent(event)
+    # rawPayload subscriptions deliver the payload itself: its own `id`, else the entry id.
+    own_id = isinstance(event, dict) and event.get("id") is not None
+    return event_from_payload(event, event_id=None if own_id else entry.entry_id, source="dapr")
+
+
+def events_from_http_body(raw: bytes) -> list[TaskEvent]:
+    """One event object or a JSON array of them. All-or-nothing: one bad item rejects the batch,
+    so a publisher never has to work out which half of its batch landed."""
+    body = decode_json(raw)
+    items = body if isinstance(body, list) else [body]
+    if not items:
+        raise IngestError("empty_batch", "batch is an empty array")
+    events: list[TaskEvent] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(event_from_payload(item, event_id=None, source="http"))
+        except IngestError as exc:
+            where = f"item {index}: " if isinstance(body, list) else ""
+            raise IngestError(exc.reason, where + exc.message) from exc
+    return events
+
+
+def _decode_embedded_json(raw: bytes, field: str) -> Any:
+    try:
+        return _json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise IngestError("invalid_json", f"CloudEvent '{field}' is not JSON: {exc}") from exc
+
+
+def _normalise_time(value: Any) -> str:
+    if not isinstance(value, str):
+        raise IngestError("invalid_occurred_at", "'occurred_at' must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise IngestError("invalid_occurred_at", f"'occurred_at' is not ISO 8601: {value[:64]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )

@@ -1,0 +1,33 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .common import service_of
+
+
+@get("/health")
+async def health() -> dict[str, str]:
+    # Liveness: the event loop answers. Deliberately checks nothing else, so a broker outage
+    # makes the pod unready, not restarted.
+    return {"status": "ok"}
+
+
+@get("/health/ready")
+async def ready(request: Request) -> Response:
+    service = service_of(request)
+    readiness = await service.readiness()
+    body = {
+        "ready": readiness.ready,
+        "broker": {"name": service.broker.name, "reachable": readiness.broker},
+        "draining": readiness.draining,
+        "connections": service.hub.connection_count,
+    }
+    return Response(body, status_code=200 if readiness.ready else 503)
+
+
+@get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(service_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,62 @@
+"""HTTP publish for backends without Dapr: POST /v1/events with a bearer API key."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response, post
+
+from ..broker import BrokerUnavailable
+from ..ingest import IngestError, events_from_http_body
+from .common import read_body, same_secret, service_of
+
+log = logging.getLogger("tasksync.publish")
+
+RETRY_AFTER_SECONDS = "2"
+
+
+def _error(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response({"error": reason, "message": message}, status_code=status, headers=headers)
+
+
+@post("/v1/events")
+async def publish_events(request: Request) -> Response:
+    service = service_of(request)
+    metrics = service.metrics
+    keys = service.settings.api_keys
+    if keys or not service.settings.dev:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not any(same_secret(given.strip(), key) for key in keys):
+            metrics.ingest_errors.labels("http", "unauthorized").inc()
+            return _error(
+                401, "unauthorized", "send 'Authorization: Bearer <API key>'", {"WWW-Authenticate": "Bearer"}
+            )
+    raw = await read_body(request)
+    if raw is None:
+        metrics.ingest_errors.labels("http", "too_large").inc()
+        return _error(413, "too_large", f"body larger than {service.settings.max_body_bytes} bytes")
+    try:
+        events = events_from_http_body(raw)
+    except IngestError as error:
+        metrics.ingest_errors.labels("http", error.reason).inc()
+        return _error(400 if error.reason == "invalid_json" else 422, error.reason, error.message)
+    accepted = duplicates = 0
+    for index, event in enumerate(events):
+        try:
+            outcome = await service.ingest(event)
+        except BrokerUnavailable as error:
+            metrics.ingest_errors.labels("http", "broker_unavailable").inc()
+            log.warning("refusing publish, broker unavailable: %s", error)
+            # Events before `index` are stored; a retry of the whole batch is deduplicated by id.
+            return _error(
+                503,
+                "broker_unavailable",
+                f"broker unavailable after {index} of {len(events)} events; retry the batch",
+                {"Retry-After": RETRY_AFTER_SECONDS},
+            )
+        if outcome == "duplicate":
+            duplicates += 1
+        else:
+            accepted += 1
+    return Response({"accepted": accepted, "duplicates": duplicates}, status_code=202)

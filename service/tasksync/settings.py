@@ -1,0 +1,136 @@
+"""Settings: one typed Struct, filled from defaults, a config file, TASKSYNC_* variables and
+command-line flags, in that order of precedence (later wins).
+
+Each field's description is its `--help` text and its line in docs/configuration.md, so a setting
+is documented in exactly one place.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+ENV_PREFIX = "TASKSYNC_"
+
+
+def _doc(text: str, **constraints: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=text, **constraints)
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: Annotated[str, _doc("Address to listen on.")] = "127.0.0.1"
+    port: Annotated[int, _doc("Port to listen on.", ge=0, le=65535)] = 8005
+    dev: Annotated[
+        bool,
+        _doc(
+            "Development mode: the user comes from the user_id query parameter, /v1/events is open "
+            "when no API key is set, and the demo app is served. Never in production."
+        ),
+    ] = False
+    broker: Annotated[str, _doc("Broker: 'memory' (one process) or a redis:// URL (many replicas).")] = "memory"
+    heartbeat_interval: Annotated[float, _doc("Seconds between ping frames to each socket.", gt=0)] = 25.0
+    history_size: Annotated[int, _doc("Events kept per user for resume.", ge=1)] = 1000
+    history_ttl: Annotated[float, _doc("Seconds an event stays in a user's history.", gt=0)] = 3600.0
+    dedupe_window: Annotated[float, _doc("Seconds within which a repeated event id is delivered only once.", gt=0)] = 600.0
+    outbox_size: Annotated[
+        int, _doc("Frames queued per connection before it counts as a slow consumer and is closed (1013).", ge=1)
+    ] = 1000
+    max_body_bytes: Annotated[int, _doc("Largest HTTP request body accepted on the ingest routes.", ge=1024)] = 1_048_576
+    max_frame_bytes: Annotated[
+        int, _doc("Largest client WebSocket frame accepted; larger ones close the connection with 1009.", ge=128)
+    ] = 65_536
+    api_keys: Annotated[
+        list[str], _doc("API keys accepted on POST /v1/events (comma-separated in the environment).")
+    ] = []
+    dapr_subscribe: Annotated[
+        bool, _doc("Answer GET /dapr/subscribe (programmatic subscription); off when Subscriptions are declarative.")
+    ] = True
+    dapr_pubsub_name: Annotated[str, _doc("Dapr pub/sub component to subscribe to.")] = "pubsub"
+    dapr_topic: Annotated[str, _doc("Topic carrying task events.")] = "task-events"
+    dapr_route: Annotated[str, _doc("Path Dapr delivers events to.", pattern=r"^/[A-Za-z0-9/_\-.]*$")] = "/dapr/task-events"
+    dapr_dead_letter_topic: Annotated[str, _doc("Dead-letter topic for events Dapr gives up on (empty: none).")] = ""
+    dapr_bulk_subscribe: Annotated[bool, _doc("Ask Dapr for bulk delivery in the programmatic subscription.")] = False
+    dapr_bulk_max_messages: Annotated[int, _doc("Bulk subscribe: most events per delivery.", ge=1)] = 100
+    dapr_bulk_max_await_ms: Annotated[int, _doc("Bulk subscribe: longest wait before a partial batch.", ge=1)] = 40
+    dapr_api_token: Annotated[
+        str, _doc("When set, Dapr requests must carry it in the dapr-api-token header (else 401).")
+    ] = ""
+    tls_certfile: Annotated[str, _doc("PEM certificate to terminate TLS (wss://) in the service itself.")] = ""
+    tls_keyfile: Annotated[str, _doc("PEM private key for tls_certfile.")] = ""
+    log_level: Annotated[str, _doc("Log level: debug, info, warning, error.")] = "info"
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile must be given together")
+
+
+class SettingDoc(msgspec.Struct, frozen=True):
+    name: str
+    type: Any
+    default: Any
+    description: str
+
+
+def setting_docs() -> list[SettingDoc]:
+    """Every setting with its plain type, default and description, in declaration order."""
+    plain_types = typing.get_type_hints(Settings)
+    docs = []
+    for f in msgspec.inspect.type_info(Settings).fields:
+        description = (getattr(f.type, "extra_json_schema", None) or {}).get("description", "")
+        docs.append(SettingDoc(f.name, plain_types[f.name], f.default, description))
+    return docs
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if name == "api_keys":
+            values[name] = [key.strip() for key in raw.split(",") if key.strip()]
+        else:
+            values[name] = raw
+    return values
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML, JSON or TOML file with the same keys as the settings."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        data = msgspec.toml.decode(raw) if path.suffix == ".toml" else msgspec.yaml.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping of settings")
+    return data
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Merge defaults < config file < environment < overrides and validate the result.
+
+    Environment values are strings; msgspec's `strict=False` converts them to each field's type.
+    Raises ValueError naming the offending setting.
+    """
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        merged.update(load_config_file(config_file))
+    merged.update(_from_env(environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid setting: {exc}") from exc
