@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what the test suite needs when it is missing. Safe to run again: each step checks first.
+# Slow builds are cached outside the repository (in $TASKSYNC_CACHE, default ~/.cache/tasksync).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v redis-server >/dev/null || apt_packages+=(redis-server)
+if ((${#apt_packages[@]})); then
+  echo "installing Debian packages: ${apt_packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+make -s venv

@@ -1,0 +1,110 @@
+"""The hub and outboxes, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tasksync.broker import Delivery
+from tasksync.hub import CloseRequest, Connection, Hub, Outbox
+from tasksync.metrics import Metrics
+
+
+def delivery(user: str, seq: int) -> Delivery:
+    return Delivery(user_id=user, seq=seq, epoch="m", frame=f"frame-{seq}", event_id=str(seq), received_ns=1)
+
+
+def drained(conn: Connection) -> list:
+    items = []
+    while len(conn.outbox):
+        items.append(conn.outbox._items.popleft())
+    return items
+
+
+def live(user: str, size: int = 10) -> Connection:
+    conn = Connection(user, size)
+    conn.end_replay(0)
+    return conn
+
+
+def test_delivery_reaches_every_connection_of_the_user_and_no_other():
+    hub = Hub(Metrics())
+    a1, a2, b = live("a"), live("a"), live("b")
+    for conn in (a1, a2, b):
+        hub.add(conn)
+    d = delivery("a", 1)
+    hub.deliver(d)
+    assert drained(a1) == [d] and drained(a2) == [d] and drained(b) == []
+    assert d.pending_writes == 2
+
+
+def test_add_and_remove_report_first_and_last_connection_of_a_user():
+    hub = Hub(Metrics())
+    a1, a2 = live("a"), live("a")
+    assert hub.add(a1) is True
+    assert hub.add(a2) is False
+    assert hub.connection_count == 2
+    assert hub.remove(a1) is False
+    assert hub.remove(a2) is True
+    assert hub.remove(a2) is False
+    assert hub.connection_count == 0
+
+
+def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
+    hub = Hub(Metrics())
+    slow, other = live("a", size=2), live("b", size=2)
+    hub.add(slow)
+    hub.add(other)
+    for seq in (1, 2, 3):
+        hub.deliver(delivery("a", seq))
+    hub.deliver(delivery("b", 1))
+    assert slow.closing is not None and slow.closing.code == 1013
+    assert drained(slow) == [slow.closing]
+    assert [d.seq for d in drained(other)] == [1]
+
+
+def test_live_deliveries_wait_behind_a_replay_and_skip_what_it_covered():
+    conn = Connection("a", 10)
+    for seq in (3, 4, 5):
+        conn.enqueue(delivery("a", seq))
+    assert drained(conn) == []
+    conn.outbox.offer(delivery("a", 2))
+    conn.outbox.offer(delivery("a", 3))
+    assert conn.end_replay(replayed_up_to=3)
+    assert [d.seq for d in drained(conn)] == [2, 3, 4, 5]
+
+
+def test_begin_replay_drops_queued_deliveries_but_keeps_other_frames():
+    conn = live("a")
+    conn.outbox.offer(delivery("a", 1))
+    conn.outbox.offer("ping")
+    conn.begin_replay()
+    assert drained(conn) == ["ping"]
+
+
+def test_pings_skip_connections_that_have_not_sent_connected_yet():
+    hub = Hub(Metrics())
+    fresh, ready = Connection("a", 10), live("b")
+    hub.add(fresh)
+    hub.add(ready)
+    hub.broadcast_ping()
+    assert drained(fresh) == []
+    assert '"type":"ping"' in drained(ready)[0]
+
+
+def test_close_all_reaches_every_connection():
+    hub = Hub(Metrics())
+    conns = [live("a"), live("b")]
+    for conn in conns:
+        hub.add(conn)
+    request = CloseRequest(1012, "restart", "drain")
+    hub.close_all(request)
+    assert all(drained(conn) == [request] for conn in conns)
+
+
+async def test_outbox_take_waits_for_an_item():
+    outbox = Outbox(4)
+    taker = asyncio.create_task(outbox.take())
+    await asyncio.sleep(0)
+    assert not taker.done()
+    outbox.offer("x")
+    assert await asyncio.wait_for(taker, 1) == "x"

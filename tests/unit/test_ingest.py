@@ -1,0 +1,105 @@
+"""Ingest parsing, without HTTP."""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+import pytest
+
+from tasksync.ingest import (
+    IngestError,
+    bulk_envelope,
+    event_from_bulk_entry,
+    event_from_cloudevent,
+    event_from_payload,
+    events_from_http_body,
+)
+from tests.support.events import bulk, cloudevent, payload
+
+
+def test_cloudevent_id_becomes_the_event_id_and_source_is_dapr():
+    ce = cloudevent(payload("u1", "task.completed"), event_id="ce-1")
+    event = event_from_cloudevent(ce)
+    assert (event.id, event.user_id, event.event, event.source) == ("ce-1", "u1", "task.completed", "dapr")
+
+
+def test_cloudevent_data_as_json_text_and_base64_are_understood():
+    data = payload("u2")
+    as_text = {**cloudevent(None), "data": msgspec.json.encode(data).decode()}
+    assert event_from_cloudevent(as_text).user_id == "u2"
+    ce = cloudevent(None)
+    del ce["data"]
+    ce["data_base64"] = base64.b64encode(msgspec.json.encode(data)).decode()
+    assert event_from_cloudevent(ce).user_id == "u2"
+
+
+def test_occurred_at_is_normalised_to_utc_and_defaults_to_now():
+    event = event_from_payload({**payload("u"), "occurred_at": "2025-06-01T14:00:00+02:00"}, event_id="x", source="http")
+    assert event.occurred_at == "2025-06-01T12:00:00.000Z"
+    assert event_from_payload(payload("u"), event_id="x", source="http").occurred_at.endswith("Z")
+
+
+def test_numeric_user_ids_are_accepted_as_text():
+    assert event_from_payload({**payload("u"), "user_id": 42}, event_id="x", source="http").user_id == "42"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ("not an object", "invalid_json"),
+        ({"user_id": "u", "task": {}}, "missing_event"),
+        ({"event": "task.archived", "user_id": "u", "task": {}}, "unknown_event"),
+        ({"event": "task.created", "task": {}}, "missing_user_id"),
+        ({"event": "task.created", "user_id": "", "task": {}}, "missing_user_id"),
+        ({"event": "task.created", "user_id": ["u"], "task": {}}, "invalid_user_id"),
+        ({"event": "task.created", "user_id": "x" * 300, "task": {}}, "invalid_user_id"),
+        ({"event": "task.created", "user_id": "u\n", "task": {}}, "invalid_user_id"),
+        ({"event": "task.created", "user_id": "u"}, "invalid_task"),
+        ({"event": "task.created", "user_id": "u", "task": 5}, "invalid_task"),
+        ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": 5}, "invalid_occurred_at"),
+    ],
+)
+def test_invalid_cloudevent_data(data, reason):
+    with pytest.raises(IngestError) as caught:
+        event_from_cloudevent(cloudevent(data))
+    assert caught.value.reason == reason
+
+
+def test_cloudevent_without_id_or_data():
+    with pytest.raises(IngestError, match="no 'id'"):
+        event_from_cloudevent({"specversion": "1.0", "data": payload("u")})
+    with pytest.raises(IngestError, match="no 'data'") as caught:
+        event_from_cloudevent({"specversion": "1.0", "id": "x"})
+    assert caught.value.reason == "missing_data"
+
+
+def test_bulk_entries_parse_cloudevents_and_raw_payloads():
+    envelope = bulk_envelope(msgspec.json.encode(bulk([cloudevent(payload("a"), event_id="ce"), payload("b")])))
+    first, second = (event_from_bulk_entry(entry) for entry in envelope.entries)
+    assert (first.id, first.user_id) == ("ce", "a")
+    # A raw payload without an id of its own takes the entry id.
+    assert (second.id, second.user_id) == ("entry-1", "b")
+
+
+def test_bulk_envelope_must_have_entries():
+    with pytest.raises(IngestError) as caught:
+        bulk_envelope(b'{"type": "com.dapr.event.sent.bulk"}')
+    assert caught.value.reason == "invalid_bulk"
+
+
+def test_http_body_single_or_batch_and_all_or_nothing():
+    assert len(events_from_http_body(msgspec.json.encode(payload("u")))) == 1
+    assert len(events_from_http_body(msgspec.json.encode([payload("u"), payload("v")]))) == 2
+    with pytest.raises(IngestError, match="item 1: ") as caught:
+        events_from_http_body(msgspec.json.encode([payload("u"), {"event": "task.created", "user_id": "u"}]))
+    assert caught.value.reason == "invalid_task"
+    with pytest.raises(IngestError, match="empty"):
+        events_from_http_body(b"[]")
+
+
+def test_http_event_id_is_taken_from_the_body_or_generated():
+    with_id = events_from_http_body(msgspec.json.encode({**payload("u"), "id": "mine"}))[0]
+    assert with_id.id == "mine"
+    generated = events_from_http_body(msgspec.json.encode(payload("u")))[0]
+    assert len(generated.id) == 32

@@ -1,0 +1,90 @@
+"""The embedded broker's offsets, history, replay and dedupe."""
+
+from __future__ import annotations
+
+import msgspec
+
+from tasksync.broker import Delivery, MemoryBroker
+from tasksync.events import TaskEvent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def event(user: str, n: int) -> TaskEvent:
+    return TaskEvent(id=f"{user}-{n}", user_id=user, event="task.updated", task={"n": n}, occurred_at="t")
+
+
+def collecting(broker: MemoryBroker) -> list[Delivery]:
+    seen: list[Delivery] = []
+    broker.set_sink(seen.append)
+    return seen
+
+
+async def test_offsets_start_at_one_and_grow_per_user():
+    broker = MemoryBroker()
+    seen = collecting(broker)
+    for n in range(3):
+        await broker.publish(event("a", n))
+    await broker.publish(event("b", 0))
+    assert [(d.user_id, d.seq) for d in seen] == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+    assert all(d.epoch == broker.epoch for d in seen)
+    assert (await broker.position("a")).seq == 3
+    assert (await broker.position("nobody")).seq == 0
+
+
+async def test_delivery_frame_is_encoded_once_with_offset_and_epoch():
+    broker = MemoryBroker()
+    delivery = await broker.publish(event("a", 1))
+    frame = msgspec.json.decode(delivery.frame)
+    assert (frame["seq"], frame["epoch"], frame["id"]) == (1, broker.epoch, "a-1")
+
+
+async def test_each_broker_start_has_a_new_epoch():
+    assert MemoryBroker().epoch != MemoryBroker().epoch
+
+
+async def test_replay_returns_exactly_what_followed_since():
+    broker = MemoryBroker()
+    for n in range(5):
+        await broker.publish(event("a", n))
+    replay = await broker.replay("a", 2, broker.epoch)
+    assert replay.resync is None
+    assert [d.seq for d in replay.deliveries] == [3, 4, 5]
+    assert (await broker.replay("a", 5, broker.epoch)).deliveries == []
+
+
+async def test_replay_beyond_history_or_epoch_asks_for_resync():
+    broker = MemoryBroker(history_size=3)
+    for n in range(6):
+        await broker.publish(event("a", n))
+    assert (await broker.replay("a", 2, broker.epoch)).resync == "history_gap"
+    assert [d.seq for d in (await broker.replay("a", 3, broker.epoch)).deliveries] == [4, 5, 6]
+    assert (await broker.replay("a", 3, "m-other")).resync == "epoch_changed"
+    assert (await broker.replay("a", 99, broker.epoch)).resync == "history_gap"
+
+
+async def test_history_expires_by_age():
+    clock = Clock()
+    broker = MemoryBroker(history_ttl=60, clock=clock)
+    await broker.publish(event("a", 1))
+    clock.now += 61
+    await broker.publish(event("a", 2))
+    assert (await broker.replay("a", 0, broker.epoch)).resync == "history_gap"
+    assert [d.seq for d in (await broker.replay("a", 1, broker.epoch)).deliveries] == [2]
+
+
+async def test_duplicate_event_ids_are_delivered_once_within_the_window():
+    clock = Clock()
+    broker = MemoryBroker(dedupe_window=10, clock=clock)
+    seen = collecting(broker)
+    assert await broker.publish(event("a", 1)) is not None
+    assert await broker.publish(event("a", 1)) is None
+    clock.now += 11
+    assert await broker.publish(event("a", 1)) is not None
+    assert [d.seq for d in seen] == [1, 2]
