@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ServiceProcess
 
 
@@ -28,3 +29,11 @@ def start_service() -> Iterator[Callable[..., ServiceProcess]]:
 def dev_service(start_service: Callable[..., ServiceProcess]) -> ServiceProcess:
     """The service in development mode with a short heartbeat."""
     return start_service("--dev", "--heartbeat-interval", "0.5")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for this test, stopped and removed afterwards."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()

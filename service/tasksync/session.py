@@ -14,12 +14,13 @@ import time
 from litestar import WebSocket
 
 from .auth import AuthRefused, Handshake
-from .broker import Delivery, Position
+from .broker import BrokerUnavailable, Delivery, Position
 from .hub import CloseRequest, Connection
 from .protocol import (
     BEARER_PREFIX,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     SUBPROTOCOL,
     Auth,
@@ -105,11 +106,15 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         metrics.reconnect_failed_attempts.inc(attempts)
 
     conn = Connection(principal.user_id, service.settings.outbox_size)
-    if service.hub.add(conn):
-        await service.broker.watch(conn.user_id)
     writer = asyncio.create_task(_write(socket, conn, service))
     try:
-        await _open_stream(conn, service, resume, first=True)
+        if service.hub.add(conn):
+            await service.broker.watch(conn.user_id)
+        try:
+            await _open_stream(conn, service, resume, first=True)
+        except BrokerUnavailable:
+            # Without offsets the stream cannot start honestly; the client retries with backoff.
+            conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         await _read(socket, conn, service)
     finally:
         writer.cancel()
@@ -183,7 +188,10 @@ async def _read(socket: WebSocket, conn: Connection, service: Service) -> None:
             continue
         if isinstance(frame, Resume):
             conn.begin_replay()
-            await _open_stream(conn, service, (frame.since, frame.epoch), first=False)
+            try:
+                await _open_stream(conn, service, (frame.since, frame.epoch), first=False)
+            except BrokerUnavailable:
+                conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         elif isinstance(frame, Auth):
             metrics.client_frames_rejected.labels("auth_unsupported").inc()
             conn.outbox.offer(

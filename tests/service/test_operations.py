@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from tasksync.client import SyncClient
 from tests.service.test_delivery import next_update, publish_http
 from tests.support.events import payload
+from tests.support.metrics import samples
 from tests.support.waiting import eventually
-
-
-def samples(service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(service.http + "/metrics").text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def test_health_and_readiness(dev_service):

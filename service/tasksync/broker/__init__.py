@@ -12,4 +12,9 @@ def create_broker(url: str, *, history_size: int, history_ttl: float, dedupe_win
     """The broker a `TASKSYNC_BROKER` value names: `memory` or a `redis://` URL."""
     if url == "memory":
         return MemoryBroker(history_size=history_size, history_ttl=history_ttl, dedupe_window=dedupe_window)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        # Imported here so the embedded default works without the redis extra installed.
+        from .redis import RedisBroker
+
+        return RedisBroker(url, history_size=history_size, history_ttl=history_ttl, dedupe_window=dedupe_window)
     raise ValueError(f"unknown broker {url!r}: expected 'memory' or a redis:// URL")

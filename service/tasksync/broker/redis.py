@@ -1,0 +1,346 @@
+"""The Redis broker: offsets, history and dedupe in Redis, fan-out over Redis pub/sub.
+
+Data model (one Redis, or Sentinel; not Redis Cluster: the publish script touches a global key):
+
+- `{prefix}:epoch`: the epoch string, created once. If Redis loses its data the key is gone, a
+  new epoch is created, and every client that resumes is told to resync.
+- `{prefix}:seq:{user}`: the user's last offset (INCR). Never expires, so offsets never repeat
+  within an epoch.
+- `{prefix}:history:{user}`: a Redis Stream whose entry ids are `<seq>-0`, so a replay is one
+  XRANGE from `since+1`. Trimmed to `history_size` entries; expires `history_ttl` after its last
+  event; entries older than `history_ttl` are treated as gone.
+- `{prefix}:dedupe:{event id}`: SET NX with the dedupe window as TTL.
+- channel `{prefix}:user:{user}`: every event, published by the same script that stored it, so
+  per-user publish order is offset order. A replica subscribes to the channels of the users it
+  holds connections of.
+
+All of a publish happens in one Lua script, so no replica ever sees a half-stored event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+import msgspec
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..events import TaskEvent
+from ..protocol import encode_task_update
+from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
+
+log = logging.getLogger("tasksync.broker.redis")
+
+# KEYS: epoch, seq, history, dedupe. ARGV: candidate epoch, dedupe ms, history size,
+# history ttl ms, event json, now ms, channel.
+PUBLISH_SCRIPT = """
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2]) == false then
+  return false
+end
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[5], 't', ARGV[6], 'p', epoch)
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PUBLISH', ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])
+return {seq, epoch}
+"""
+
+# KEYS: epoch, seq, history. ARGV: candidate epoch, first wanted seq.
+READ_SCRIPT = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+end
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+local entries = {}
+if tonumber(ARGV[2]) > 0 and tonumber(ARGV[2]) <= seq then
+  entries = redis.call('XRANGE', KEYS[3], ARGV[2] .. '-0', '+')
+end
+return {epoch, seq, entries}
+"""
+
+
+class _StoredEvent(msgspec.Struct, frozen=True):
+    """What the history stream and the channel carry: the event without its offset."""
+
+    id: str
+    user_id: str
+    event: str
+    task: dict[str, Any]
+    occurred_at: str
+    source: str
+    notification: Any = None
+
+
+_stored_encoder = msgspec.json.Encoder()
+_stored_decoder = msgspec.json.Decoder(_StoredEvent)
+
+
+def _to_task_event(stored: _StoredEvent) -> TaskEvent:
+    return msgspec.convert(msgspec.to_builtins(stored), TaskEvent)
+
+
+class RedisBroker(Broker):
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        history_size: int = 1000,
+        history_ttl: float = 3600.0,
+        dedupe_window: float = 600.0,
+        prefix: str = "tasksync",
+        reconnect_max_delay: float = 5.0,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.dedupe_window = dedupe_window
+        self.prefix = prefix
+        self.reconnect_max_delay = reconnect_max_delay
+        self._redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=5
+        )
+        self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+        self._read = self._redis.register_script(READ_SCRIPT)
+        # Users this process wants events of; the listener keeps the subscriptions equal to it.
+        self._wanted: set[str] = set()
+        self._subscribed: set[str] = set()
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        # Per user, the newest (epoch, seq) handed to the hub: later messages continue from here.
+        self._delivered: dict[str, tuple[str, int]] = {}
+        self._pubsub: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _keys(self, user_id: str) -> list[str]:
+        p = self.prefix
+        return [f"{p}:epoch", f"{p}:seq:{user_id}", f"{p}:history:{user_id}"]
+
+    def _channel(self, user_id: str) -> str:
+        return f"{self.prefix}:user:{user_id}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()
+
+    async def ready(self) -> bool:
+        if not self._listening.is_set():
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    # -- publish and read ------------------------------------------------------------------
+
+    async def publish(self, event: TaskEvent) -> Delivery | None:
+        stored = _stored_encoder.encode(
+            _StoredEvent(event.id, event.user_id, event.event, event.task, event.occurred_at, event.source, event.notification)
+        ).decode()
+        keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}"]
+        args = [
+            "r-" + secrets.token_hex(6),
+            int(self.dedupe_window * 1000),
+            self.history_size,
+            int(self.history_ttl * 1000),
+            stored,
+            int(time.time() * 1000),
+            self._channel(event.user_id),
+        ]
+        try:
+            result = await self._publish(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        if result is None:
+            return None
+        seq, epoch = int(result[0]), result[1].decode()
+        # The local hub gets this event through its channel like every other replica does.
+        return Delivery(event.user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id)
+
+    async def _read_state(self, user_id: str, first_wanted: int) -> tuple[str, int, list[Any]]:
+        try:
+            epoch, seq, entries = await self._read(keys=self._keys(user_id), args=["r-" + secrets.token_hex(6), first_wanted])
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        return epoch.decode(), int(seq), entries
+
+    async def position(self, user_id: str) -> Position:
+        epoch, seq, _ = await self._read_state(user_id, 0)
+        return Position(seq=seq, epoch=epoch)
+
+    async def replay(self, user_id: str, since: int, epoch: str) -> Replay:
+        current_epoch, head, entries = await self._read_state(user_id, since + 1)
+        position = Position(seq=head, epoch=current_epoch)
+        if epoch != current_epoch:
+            return Replay(deliveries=[], position=position, resync="epoch_changed")
+        if since > head:
+            return Replay(deliveries=[], position=position, resync="history_gap")
+        if since == head:
+            return Replay(deliveries=[], position=position)
+        deliveries = self._entries_to_deliveries(user_id, entries)
+        horizon_ms = (time.time() - self.history_ttl) * 1000
+        if not deliveries or deliveries[0].seq != since + 1 or self._oldest_ms(entries) < horizon_ms:
+            return Replay(deliveries=[], position=position, resync="history_gap")
+        return Replay(deliveries=deliveries, position=position)
+
+    @staticmethod
+    def _oldest_ms(entries: list[Any]) -> float:
+        return float(entries[0][1][b"t"]) if entries else 0.0
+
+    @staticmethod
+    def _entries_to_deliveries(user_id: str, entries: list[Any]) -> list[Delivery]:
+        deliveries = []
+        for entry_id, fields in entries:
+            seq = int(entry_id.split(b"-")[0])
+            epoch = fields[b"p"].decode()
+            event = _to_task_event(_stored_decoder.decode(fields[b"e"]))
+            deliveries.append(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id))
+        return deliveries
+
+    # -- fan-out ---------------------------------------------------------------------------
+
+    async def watch(self, user_id: str) -> None:
+        self._wanted.add(user_id)
+        await self._sync_subscription(user_id)
+
+    async def unwatch(self, user_id: str) -> None:
+        self._wanted.discard(user_id)
+        await self._sync_subscription(user_id)
+
+    async def _sync_subscription(self, user_id: str) -> None:
+        """Make the subscription match `_wanted`, whatever order watch/unwatch calls came in.
+        A watch returns only once Redis confirmed the subscription, so the session's history
+        read that follows cannot miss an event published in between."""
+        async with self._sync_lock:
+            wanted = user_id in self._wanted
+            if wanted == (user_id in self._subscribed):
+                return
+            if not wanted:
+                self._subscribed.discard(user_id)
+                self._delivered.pop(user_id, None)
+                if self._pubsub is not None and self._listening.is_set():
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(self._channel(user_id))
+                return
+            self._subscribed.add(user_id)
+            if not self._listening.is_set():
+                return  # the listener subscribes every wanted user when it (re)connects
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirmations[self._channel(user_id)] = confirmed
+            try:
+                await self._pubsub.subscribe(self._channel(user_id))
+                async with asyncio.timeout(5):
+                    await confirmed
+                # From here on the channel carries every new event; note where it starts so a
+                # later reconnect can catch up on exactly what the channel missed.
+                epoch, seq, _ = await self._read_state(user_id, 0)
+                self._delivered.setdefault(user_id, (epoch, seq))
+            except (RedisError, OSError, TimeoutError, BrokerUnavailable):
+                log.warning("subscription for %s not confirmed; it is retried on reconnect", user_id)
+            finally:
+                self._confirmations.pop(self._channel(user_id), None)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._listen_once()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", exc, delay)
+            finally:
+                self._listening.clear()
+                if self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.aclose()
+                    self._pubsub = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+    async def _listen_once(self) -> None:
+        pubsub = self._redis.pubsub()
+        self._pubsub = pubsub
+        # The control channel comes last: Redis confirms subscriptions in order, so once it is
+        # confirmed every user channel is live and the catch-up read cannot miss an event. It
+        # also keeps the connection subscribed (and readable) while no user is watched.
+        control = f"{self.prefix}:control"
+        await pubsub.subscribe(*(self._channel(u) for u in self._subscribed), control)
+        async for message in pubsub.listen():
+            kind = message["type"]
+            if kind == "subscribe":
+                channel = message["channel"].decode()
+                if channel == control:
+                    await self._catch_up_all()
+                    self._listening.set()
+                elif (confirmed := self._confirmations.get(channel)) is not None and not confirmed.done():
+                    confirmed.set_result(None)
+            elif kind == "message":
+                await self._on_message(message["data"])
+
+    async def _catch_up_all(self) -> None:
+        """After a (re)connect, deliver what was published while the channel was down."""
+        for user_id in list(self._subscribed):
+            known = self._delivered.get(user_id)
+            if known is not None:
+                await self._fill_gap(user_id, known[0], known[1])
+
+    async def _on_message(self, data: bytes) -> None:
+        seq_text, epoch_b, sent_ms, stored = data.split(b" ", 3)
+        seq, epoch = int(seq_text), epoch_b.decode()
+        event = _to_task_event(_stored_decoder.decode(stored))
+        user_id = event.user_id
+        if user_id not in self._subscribed:
+            return
+        known = self._delivered.get(user_id)
+        if known is not None and known[0] == epoch:
+            if seq <= known[1]:
+                return  # already delivered by a catch-up
+            if seq > known[1] + 1:
+                await self._fill_gap(user_id, epoch, known[1])
+                if seq <= self._delivered[user_id][1]:
+                    return
+        # Convert the publisher's wall-clock ingest time to this process's monotonic clock, so
+        # latency is measured from ingest on whichever replica it happened.
+        received_ns = time.monotonic_ns() - max(0, time.time_ns() - int(sent_ms) * 1_000_000)
+        self._delivered[user_id] = (epoch, seq)
+        self._emit(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, received_ns))
+
+    async def _fill_gap(self, user_id: str, epoch: str, after: int) -> None:
+        try:
+            current_epoch, _, entries = await self._read_state(user_id, after + 1)
+        except BrokerUnavailable:
+            return
+        if current_epoch != epoch:
+            return
+        for delivery in self._entries_to_deliveries(user_id, entries):
+            if delivery.seq > after:
+                self._delivered[user_id] = (epoch, delivery.seq)
+                self._emit(delivery)
