@@ -23,6 +23,8 @@ def start_service() -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for service in started:
         service.stop()
+        # Captured by pytest and shown only when the test fails.
+        print(f"--- log of tasksync on port {service.port} ---\n{service.log()}")
 
 
 @pytest.fixture

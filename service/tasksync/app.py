@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.logging.config import LoggingConfig
 
 from .routes.dapr import dapr_route_handlers
 from .routes.ops import health, metrics, ready
@@ -13,6 +14,7 @@ from .routes.publish import publish_events
 from .routes.ws import ws_endpoint
 from .service import Service
 from .settings import Settings
+from .transport import transport_abort_middleware
 
 
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Litestar:
@@ -29,8 +31,11 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
     app = Litestar(
         route_handlers=[ws_endpoint, publish_events, health, ready, metrics, *dapr_route_handlers(service.settings)],
         lifespan=[lifespan],
+        middleware=[transport_abort_middleware],
         request_max_body_size=service.settings.max_body_bytes,
         openapi_config=None,
+        # Unexpected errors must reach the log in production too, not only in debug mode.
+        logging_config=LoggingConfig(log_exceptions="always"),
     )
     app.state.service = service
     return app

@@ -60,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
+    from .server import run
 
     overrides = {doc.name: getattr(args, doc.name) for doc in setting_docs()}
     try:
@@ -72,21 +70,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app(settings)
+        run(settings)
     except (RuntimeError, ValueError) as exc:
         print(f"tasksync: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ssl_certfile=settings.tls_certfile or None,
-        ssl_keyfile=settings.tls_keyfile or None,
-        # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
-        ws_max_size=max(1 << 20, settings.max_frame_bytes),
-        lifespan="on",
-    )
     return 0
 
 

@@ -44,7 +44,7 @@ def backoff_delay(attempt: int, schedule: Sequence[float] = DEFAULT_BACKOFF, jit
 class SyncClient:
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         user_id: str | None = None,
         token: str | None = None,
@@ -56,7 +56,9 @@ class SyncClient:
         answer_pings: bool = True,
         open_timeout: float = 10.0,
     ) -> None:
-        self.url = url
+        # Several URLs: each reconnect attempt moves on to the next (replicas without a balancer).
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self._url_index = 0
         self.user_id = user_id
         self.token = token
         self.resume = resume
@@ -78,7 +80,7 @@ class SyncClient:
     # -- connection ------------------------------------------------------------------------
 
     def handshake_url(self) -> str:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.urls[self._url_index % len(self.urls)])
         query = dict(parse_qsl(parts.query))
         if self.user_id is not None:
             query["user_id"] = self.user_id
@@ -189,6 +191,7 @@ class SyncClient:
                 attempt, self.backoff, self.jitter
             )
             await asyncio.sleep(delay)
+            self._url_index += 1
             try:
                 await self.connect()
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .broker import Delivery
@@ -76,13 +77,18 @@ _connection_ids = itertools.count(1)
 class Connection:
     """Per-socket delivery state. The socket itself belongs to the session."""
 
-    __slots__ = ("id", "user_id", "outbox", "closing", "_replaying", "_held")
+    __slots__ = ("id", "user_id", "outbox", "closing", "sending_since", "abort", "_replaying", "_held")
 
     def __init__(self, user_id: str, outbox_size: int) -> None:
         self.id = f"c-{next(_connection_ids):x}"
         self.user_id = user_id
         self.outbox = Outbox(outbox_size)
         self.closing: CloseRequest | None = None
+        # Loop time at which the writer's current send began (0.0: not sending). A send that
+        # never finishes means the peer stopped reading; see Hub.abort_stalled.
+        self.sending_since = 0.0
+        # Set by the session: tear the connection down without a closing handshake.
+        self.abort: Callable[[], None] | None = None
         # While a resume replays history, live deliveries are held back so that nothing
         # overtakes the replay; `end_replay` releases them in order without duplicates.
         self._replaying = True
@@ -176,8 +182,45 @@ class Hub:
             for conn in list(conns):
                 conn.request_close(request)
 
+    def abort_stalled(self, now: float, send_timeout: float) -> int:
+        """Abort connections whose writer has been stuck in one send for `send_timeout`.
+
+        A peer that stops reading fills the kernel and transport buffers, and then no frame,
+        not even a close frame, can reach it: aborting is the only way to free the connection.
+        The client sees the connection drop, reconnects and resumes without loss.
+        """
+        stalled = [
+            conn
+            for conns in self._by_user.values()
+            for conn in conns
+            if conn.sending_since and now - conn.sending_since > send_timeout
+        ]
+        for conn in stalled:
+            conn.closing = CloseRequest(CLOSE_TRY_AGAIN_LATER, "stalled", "stalled")
+            if conn.abort is not None:
+                conn.abort()
+        return len(stalled)
+
+    async def close_gradually(self, request: CloseRequest, window: float) -> None:
+        """Close every connection, spread evenly over `window` seconds, so that clients do not
+        all reconnect to the remaining replicas at the same instant."""
+        conns = [conn for conns in self._by_user.values() for conn in conns]
+        if not conns:
+            return
+        step = window / len(conns)
+        for conn in conns:
+            conn.request_close(request)
+            if step:
+                await asyncio.sleep(step)
+
     async def run_heartbeat(self, interval: float) -> None:
         """Ping every socket every `interval` seconds; one encoded frame for all of them."""
         while True:
             await asyncio.sleep(interval)
             self.broadcast_ping()
+
+    async def run_stall_watch(self, send_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, send_timeout / 2))
+            self.abort_stalled(loop.time(), send_timeout)

@@ -79,6 +79,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.resume_outcomes = Counter(
+            "tasksync_resume_outcomes",
+            "Resume requests by outcome: recovered (missed events replayed) or resync (history could not cover them).",
+            ["outcome"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             "tasksync_delivery_latency_seconds",
             "Time from ingest of an event to the last socket write of it in this process.",

@@ -15,9 +15,10 @@ from typing import Literal
 from .auth import Authenticator, DevAuthenticator
 from .broker import Broker, create_broker
 from .events import TaskEvent
-from .hub import Hub
+from .hub import CloseRequest, Hub
 from .limits import Limits
 from .metrics import Metrics
+from .protocol import CLOSE_SERVICE_RESTART
 from .settings import Settings
 
 log = logging.getLogger("tasksync")
@@ -64,6 +65,7 @@ class Service:
                 log.warning("DEVELOPMENT MODE: POST /v1/events is open to anyone (no TASKSYNC_API_KEYS set)")
         await self.broker.start()
         self._background.append(asyncio.create_task(self.hub.run_heartbeat(self.settings.heartbeat_interval)))
+        self._background.append(asyncio.create_task(self.hub.run_stall_watch(self.settings.send_timeout)))
         log.info("tasksync started: broker=%s auth=%s", self.broker.name, self.authenticator.name)
 
     async def stop(self) -> None:
@@ -74,6 +76,22 @@ class Service:
                 await task
         self._background.clear()
         await self.broker.stop()
+
+    async def drain(self) -> None:
+        """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012
+        spread over `drain_window`, and return once all are gone or `drain_grace` is up."""
+        self.draining = True
+        settings = self.settings
+        log.info("draining %d connections over %.1fs", self.hub.connection_count, settings.drain_window)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.drain_grace
+        request = CloseRequest(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume", "drain")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.drain_grace):
+                await self.hub.close_gradually(request, settings.drain_window)
+        while self.hub.connection_count and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        log.info("drained; %d connections left", self.hub.connection_count)
 
     async def ingest(self, event: TaskEvent) -> IngestOutcome:
         """Hand a validated event to the broker. Raises BrokerUnavailable (retry later)."""

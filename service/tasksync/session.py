@@ -19,6 +19,7 @@ from .hub import CloseRequest, Connection
 from .protocol import (
     BEARER_PREFIX,
     CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
@@ -34,6 +35,7 @@ from .protocol import (
     encode,
 )
 from .service import Service
+from .transport import TRANSPORT_ABORT_KEY
 
 log = logging.getLogger("tasksync.session")
 
@@ -78,6 +80,8 @@ async def run_session(socket: WebSocket, service: Service) -> None:
     token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
     query = dict(socket.query_params)
     try:
+        if service.draining:
+            raise HandshakeRejected(CLOSE_SERVICE_RESTART, "draining", "service restarting: connect to another replica")
         if offered and subprotocol is None:
             raise HandshakeRejected(CLOSE_POLICY, "subprotocol", f"unsupported subprotocol: offer {SUBPROTOCOL}")
         resume = resume_request(query)
@@ -107,6 +111,7 @@ async def run_session(socket: WebSocket, service: Service) -> None:
 
     conn = Connection(principal.user_id, service.settings.outbox_size)
     writer = asyncio.create_task(_write(socket, conn, service))
+    conn.abort = _aborter(socket, asyncio.current_task())
     try:
         if service.hub.add(conn):
             await service.broker.watch(conn.user_id)
@@ -116,6 +121,9 @@ async def run_session(socket: WebSocket, service: Service) -> None:
             # Without offsets the stream cannot start honestly; the client retries with backoff.
             conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         await _read(socket, conn, service)
+    except asyncio.CancelledError:
+        if conn.closing is None or conn.closing.label != "stalled":
+            raise  # a cancellation that is not our own abort (server shutdown) goes on up
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -151,6 +159,8 @@ async def _open_stream(conn: Connection, service: Service, resume: tuple[int, st
                 )
             )
         )
+    if resume is not None:
+        service.metrics.resume_outcomes.labels("resync" if resync else "recovered").inc()
     if resync is not None:
         conn.outbox.offer(encode(ResyncRequired(reason=resync, seq=position.seq, epoch=position.epoch)))
     ok = all(conn.outbox.offer(d) for d in replayed)
@@ -200,21 +210,39 @@ async def _read(socket: WebSocket, conn: Connection, service: Service) -> None:
         # Pong needs no answer: any inbound frame already proves the client is alive.
 
 
+def _aborter(socket: WebSocket, session: asyncio.Task | None):
+    """How to end a connection whose peer stopped reading: no frame can reach it any more."""
+    abort_transport = socket.scope.get(TRANSPORT_ABORT_KEY)
+
+    def abort() -> None:
+        if abort_transport is not None:
+            abort_transport()
+        if session is not None:
+            session.cancel()
+
+    return abort
+
+
 async def _write(socket: WebSocket, conn: Connection, service: Service) -> None:
     metrics = service.metrics
     outbox = conn.outbox
     send = socket.send
+    clock = asyncio.get_running_loop().time
     while True:
         item = await outbox.take()
+        conn.sending_since = clock()
         if isinstance(item, CloseRequest):
             with contextlib.suppress(Exception):
                 await socket.close(item.code, close_reason(item.reason))
+            conn.sending_since = 0.0
             return
         if isinstance(item, Delivery):
             await send({"type": "websocket.send", "text": item.frame})
+            conn.sending_since = 0.0
             metrics.events_delivered.inc()
             item.pending_writes -= 1
             if item.pending_writes == 0 and item.received_ns is not None:
                 metrics.delivery_latency.observe((time.monotonic_ns() - item.received_ns) / 1e9)
         else:
             await send({"type": "websocket.send", "text": item})
+            conn.sending_since = 0.0

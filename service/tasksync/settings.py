@@ -40,6 +40,17 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     outbox_size: Annotated[
         int, _doc("Frames queued per connection before it counts as a slow consumer and is closed (1013).", ge=1)
     ] = 1000
+    send_timeout: Annotated[
+        float,
+        _doc("Seconds one socket write may stall (peer not reading at all) before the connection is aborted.", gt=0),
+    ] = 10.0
+    drain_window: Annotated[
+        float, _doc("On SIGTERM, seconds over which live sockets are closed with 1012, spread evenly.", ge=0)
+    ] = 10.0
+    drain_grace: Annotated[
+        float,
+        _doc("On SIGTERM, seconds until the process exits whatever is left; keep below terminationGracePeriodSeconds.", gt=0),
+    ] = 25.0
     max_body_bytes: Annotated[int, _doc("Largest HTTP request body accepted on the ingest routes.", ge=1024)] = 1_048_576
     max_frame_bytes: Annotated[
         int, _doc("Largest client WebSocket frame accepted; larger ones close the connection with 1009.", ge=128)
@@ -67,6 +78,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
+        if self.drain_window > self.drain_grace:
+            raise ValueError("drain_window must not exceed drain_grace")
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

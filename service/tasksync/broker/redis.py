@@ -90,6 +90,12 @@ def _to_task_event(stored: _StoredEvent) -> TaskEvent:
     return msgspec.convert(msgspec.to_builtins(stored), TaskEvent)
 
 
+def _fields(entry: list[Any]) -> dict[bytes, bytes]:
+    """A stream entry as a Lua script returns it, [id, [k1, v1, k2, v2, ...]], as a dict."""
+    flat = entry[1]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class RedisBroker(Broker):
     name = "redis"
 
@@ -211,13 +217,14 @@ class RedisBroker(Broker):
 
     @staticmethod
     def _oldest_ms(entries: list[Any]) -> float:
-        return float(entries[0][1][b"t"]) if entries else 0.0
+        return float(_fields(entries[0])[b"t"]) if entries else 0.0
 
     @staticmethod
     def _entries_to_deliveries(user_id: str, entries: list[Any]) -> list[Delivery]:
         deliveries = []
-        for entry_id, fields in entries:
-            seq = int(entry_id.split(b"-")[0])
+        for entry in entries:
+            fields = _fields(entry)
+            seq = int(entry[0].split(b"-")[0])
             epoch = fields[b"p"].decode()
             event = _to_task_event(_stored_decoder.decode(fields[b"e"]))
             deliveries.append(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id))

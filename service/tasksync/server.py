@@ -1,0 +1,62 @@
+"""Run the application under uvicorn with TaskSync's graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+
+import uvicorn
+
+from .app import create_app
+from .service import Service
+from .settings import Settings
+
+log = logging.getLogger("tasksync.server")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn closes every WebSocket at once with 1012 when told to exit. On the first SIGTERM
+    this server drains first (see Service.drain), then lets uvicorn finish; a second signal
+    exits at once."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._drain_task is None and not self.should_exit:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.service.drain()
+        finally:
+            self.should_exit = True
+
+
+def run(settings: Settings) -> None:
+    service = Service(settings)
+    app = create_app(service=service)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=settings.tls_certfile or None,
+        ssl_keyfile=settings.tls_keyfile or None,
+        # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
+        ws_max_size=max(1 << 20, settings.max_frame_bytes),
+        lifespan="on",
+        # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
+        timeout_graceful_shutdown=5,
+    )
+    DrainingServer(config, service).run()

@@ -1,0 +1,152 @@
+"""Fixtures: a real API server (session), the operator running in-process against it (session),
+an admin API client and a fresh watched namespace per test, and the Dapr CRD on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+from kubernetes_asyncio import client, config
+from operator_testkit import (
+    ADMIN_USER,
+    CRD_DIR,
+    DAPR_CRD,
+    OPERATOR_USER,
+    LocalCluster,
+    apply_crd,
+    ensure_binaries,
+    free_port,
+    load_yaml,
+    wait_http_ok,
+)
+
+from tasksync_operator import main, rbac
+from tasksync_operator.config import OperatorConfig
+
+# The operator under test watches only namespaces matching this glob (exercising kopf's
+# namespace observer and the RBAC it needs); `namespace` hands out fresh matching ones.
+WATCHED_NAMESPACES = "e2e-*"
+
+BINARIES = pytest.StashKey[dict[str, str]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Prepare the binaries before the first test starts: the first build takes minutes and
+    # must not count against any test's timeout.
+    if any("cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        session.config.stash[BINARIES] = ensure_binaries()
+
+
+async def _prepare_cluster(cluster: LocalCluster) -> None:
+    async with admin_client(cluster) as api:
+        for path in sorted(CRD_DIR.glob("*.yaml")):
+            await apply_crd(api, load_yaml(path))
+        # The operator's user gets exactly the documented rules, nothing else.
+        authz = client.RbacAuthorizationV1Api(api)
+        await authz.create_cluster_role(
+            {"metadata": {"name": "tasksync-operator"}, "rules": rbac.policy_rules()}
+        )
+        await authz.create_cluster_role_binding(
+            {
+                "metadata": {"name": "tasksync-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tasksync-operator"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+            }
+        )
+
+
+@contextlib.asynccontextmanager
+async def admin_client(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(cluster.kubeconfig(ADMIN_USER)),
+        client_configuration=configuration,
+        persist_config=False,
+    )
+    async with client.ApiClient(configuration) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    binaries = request.config.stash.get(BINARIES, None) or ensure_binaries()
+    local = LocalCluster(tmp_path_factory.mktemp("kube"), binaries["ETCD"], binaries["KUBE_APISERVER"])
+    try:
+        local.start()
+        asyncio.run(_prepare_cluster(local))
+        yield local
+    finally:
+        local.stop()
+
+
+@dataclass
+class RunningOperator:
+    liveness_url: str
+    config: OperatorConfig
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: LocalCluster) -> Iterator[RunningOperator]:
+    """tasksync_operator.main.run in a thread with its own event loop, as the operator's user."""
+    liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
+    operator_config = OperatorConfig(
+        kubeconfig=str(cluster.kubeconfig(OPERATOR_USER)),
+        # Short backoff so "recovers once Dapr is installed" is seconds, not minutes.
+        retry_initial_delay=0.5,
+        retry_max_delay=2.0,
+    )
+    stop_flag, ready_flag = threading.Event(), threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            asyncio.run(
+                main.run(
+                    operator_config,
+                    namespaces=[WATCHED_NAMESPACES],
+                    liveness=liveness_url,
+                    stop_flag=stop_flag,
+                    ready_flag=ready_flag,
+                )
+            )
+        except BaseException as exc:  # reported to the test session below
+            failure.append(exc)
+            ready_flag.set()
+
+    thread = threading.Thread(target=serve, name="tasksync-operator", daemon=True)
+    thread.start()
+    try:
+        assert ready_flag.wait(60), "operator did not become ready"
+        assert not failure, f"operator crashed: {failure[0]!r}"
+        wait_http_ok(liveness_url, deadline_seconds=30)
+        yield RunningOperator(liveness_url=liveness_url, config=operator_config)
+    finally:
+        stop_flag.set()
+        thread.join(30)
+    assert not failure, f"operator crashed: {failure[0]!r}"
+
+
+@pytest.fixture
+async def kube(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    """An API client with admin rights: the tests play the platform team."""
+    async with admin_client(cluster) as api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(kube: client.ApiClient, operator: RunningOperator) -> str:
+    """A fresh namespace the operator watches."""
+    name = f"e2e-{secrets.token_hex(4)}"
+    await client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture
+async def dapr_crd(kube: client.ApiClient) -> None:
+    """Dapr's Subscription CRD is installed and served."""
+    await apply_crd(kube, load_yaml(DAPR_CRD))

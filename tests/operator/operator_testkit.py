@@ -1,0 +1,275 @@
+"""A real, local Kubernetes API server for the operator tests, and helpers to talk to it.
+
+`LocalCluster` runs etcd and kube-apiserver (binaries from scripts/ensure-kube.sh) on free
+loopback ports in a temporary directory: a self-signed serving certificate, a static token file
+with two users (an admin in system:masters, and the operator, which gets only the RBAC of
+tasksync_operator.rbac), RBAC authorization and the OwnerReferencesPermissionEnforcement
+admission plugin, so the tests also prove that the documented RBAC is enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import secrets
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+REPO = Path(__file__).resolve().parents[2]
+ENSURE_KUBE = REPO / "scripts" / "ensure-kube.sh"
+CRD_DIR = REPO / "charts" / "tasksync" / "crds"
+DAPR_CRD = Path(__file__).parent / "fixtures" / "dapr-subscription-crd.yaml"
+
+ADMIN_USER = "admin"
+OPERATOR_USER = "tasksync-operator"
+
+T = TypeVar("T")
+
+
+def ensure_binaries() -> dict[str, str]:
+    """Install/build etcd and kube-apiserver if needed; return {"ETCD": path, "KUBE_APISERVER": path}."""
+    result = subprocess.run(
+        [str(ENSURE_KUBE)], check=True, stdout=subprocess.PIPE, text=True
+    )
+    paths = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return {key: paths[key] for key in ("ETCD", "KUBE_APISERVER")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_self_signed(cert_path: Path, key_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tasksync-test-apiserver")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        # Its own trust anchor: clients use this very certificate as their CA bundle.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    etcd_bin: str
+    apiserver_bin: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    server: str = ""
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def ca_path(self) -> Path:
+        return self.workdir / "serving.crt"
+
+    def start(self, *, deadline_seconds: float = 90.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _write_self_signed(self.ca_path, self.workdir / "serving.key")
+        # The API server signs service account tokens; it refuses to start without a key.
+        _write_self_signed(self.workdir / "sa.crt", self.workdir / "sa.key")
+        self.tokens = {user: secrets.token_hex(16) for user in (ADMIN_USER, OPERATOR_USER)}
+        (self.workdir / "tokens.csv").write_text(
+            f'{self.tokens[ADMIN_USER]},{ADMIN_USER},uid-admin,"system:masters"\n'
+            f"{self.tokens[OPERATOR_USER]},{OPERATOR_USER},uid-operator\n"
+        )
+        client_port, peer_port, api_port = free_port(), free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                self.etcd_bin,
+                "--name=test",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=test={peer_url}",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                self.apiserver_bin,
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--cert-dir={self.workdir / 'certs'}",
+                f"--tls-cert-file={self.ca_path}",
+                f"--tls-private-key-file={self.workdir / 'serving.key'}",
+                f"--token-auth-file={self.workdir / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={self.workdir / 'sa.key'}",
+                f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                # No kubelets or controllers here: skip what only they would use, and the
+                # loopback address cannot be published as the kubernetes Service endpoint.
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+            ],
+        )
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._wait_ready(deadline_seconds)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115  (owned by the process)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self._processes.append(process)
+
+    def _wait_ready(self, deadline_seconds: float) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_path))
+        request = urllib.request.Request(
+            f"{self.server}/readyz", headers={"Authorization": f"Bearer {self.tokens[ADMIN_USER]}"}
+        )
+        deadline = time.monotonic() + deadline_seconds
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            for process in self._processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(exc)
+            time.sleep(0.25)
+        raise RuntimeError(f"kube-apiserver not ready within {deadline_seconds}s ({last_error}):\n{self.logs()}")
+
+    def logs(self, tail: int = 40) -> str:
+        parts = []
+        for log in sorted(self.workdir.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-tail:]
+            parts.append(f"--- {log.name} ---\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def kubeconfig(self, user: str) -> Path:
+        path = self.workdir / f"{user}.kubeconfig"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.ca_path)}}
+                    ],
+                    "users": [{"name": user, "user": {"token": self.tokens[user]}}],
+                    "contexts": [{"name": user, "context": {"cluster": "local", "user": user}}],
+                    "current-context": user,
+                }
+            )
+        )
+        os.chmod(path, 0o600)
+        return path
+
+    def stop(self) -> None:
+        # API server first, so it does not spend its shutdown retrying a vanished etcd.
+        for process in reversed(self._processes):
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes.clear()
+
+
+def wait_http_ok(url: str, *, deadline_seconds: float) -> None:
+    """Block until GET `url` answers 200 (a plain-HTTP endpoint such as kopf's liveness)."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.1)
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Await `probe` until it stops raising AssertionError; return its result.
+
+    The way to wait for a controller: poll the observable outcome against a deadline instead
+    of sleeping a fixed time and hoping.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await probe()
+        except AssertionError as exc:
+            if loop.time() >= deadline:
+                raise AssertionError(f"not within {timeout}s: {exc}") from exc
+        await asyncio.sleep(interval)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+async def apply_crd(api: client.ApiClient, crd: dict[str, Any]) -> None:
+    """Create a CRD (if absent) and wait until the API server serves it."""
+    extensions = client.ApiextensionsV1Api(api)
+    try:
+        await extensions.create_custom_resource_definition(crd)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    async def established() -> None:
+        current = await extensions.read_custom_resource_definition(crd["metadata"]["name"])
+        states = {c.type: c.status for c in current.status.conditions or []}
+        assert states.get("Established") == "True", states
+
+    await eventually(established)
