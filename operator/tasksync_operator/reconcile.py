@@ -1,0 +1,132 @@
+"""Make the cluster match one source: the API side of the handlers, kept out of the kopf module.
+
+Both functions are idempotent: they read what exists, compare it with what the pure
+rendering says should exist, and write only the difference. Running them again, from any
+handler, at any time, is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Literal
+
+import kopf
+from kubernetes_asyncio.client import ApiClient
+
+from tasksync_operator import conditions, kube, ratelimits, subscriptions
+from tasksync_operator.model import RLP_PLURAL, PolicySource, SubscriptionSource
+
+
+class SubscriptionConflict(Exception):
+    """A Subscription of the wanted name exists and belongs to someone else."""
+
+
+async def ensure_subscription(
+    api: ApiClient, source: SubscriptionSource
+) -> Literal["created", "updated", "unchanged"]:
+    """Create or repair the Dapr Subscription of `source`. Raises DaprNotInstalled, Conflict."""
+    desired = subscriptions.render_subscription(source)
+    existing = await kube.read_subscription(api, source.ref.namespace, source.ref.name)
+    if existing is None:
+        await kube.create_subscription(api, desired)
+        return "created"
+    if subscriptions.ownership(existing, source) == "foreign":
+        raise SubscriptionConflict(
+            f"Subscription {source.ref.name} already exists and is not managed by this "
+            "TaskSyncSubscription; delete or rename one of them"
+        )
+    if not subscriptions.needs_update(existing, desired):
+        return "unchanged"
+    await kube.replace_subscription(api, subscriptions.merged_for_update(existing, desired))
+    return "updated"
+
+
+async def reconcile_limits(
+    *,
+    api: ApiClient,
+    namespace: str,
+    target: str,
+    policies: Iterable[PolicySource],
+    locks: MutableMapping[tuple[str, str], asyncio.Lock],
+    reported: MutableMapping[str, dict[str, Any]],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """Render every policy of one target into its ConfigMap and report back on each policy.
+
+    `policies` is everything the operator knows for the target, including policies being
+    deleted (they still count for the generation floor, not for the limits). Work on one target
+    is serialised: handlers of sibling policies run concurrently and must not race on the file.
+    `reported` remembers the status last written to each policy (by uid): the index learns of
+    our own status writes only later, and a stale copy must not make us skip a needed write.
+    """
+    async with locks[(namespace, target)]:
+        known = list(policies)
+        live = [policy for policy in known if not policy.deleting]
+        for policy in known:
+            if policy.deleting:
+                reported.pop(policy.ref.uid, None)
+        name = ratelimits.configmap_name(target)
+        configmap = await kube.read_configmap(api, namespace, name)
+        try:
+            current = ratelimits.read_limits_file(configmap)
+        except ValueError as exc:
+            # Someone wrote it by hand; the service has refused it and kept its previous limits.
+            logger.warning(
+                "limits ConfigMap is unreadable and will be replaced",
+                extra={"configmap": name, "error": str(exc)},
+            )
+            current = None
+
+        problem: str | None = None
+        in_force = current.generation if current is not None else None
+        try:
+            new_file = ratelimits.next_limits_file(
+                ratelimits.merge_policies(live), current, ratelimits.generation_floor(known)
+            )
+        except ratelimits.InvalidLimits as exc:
+            problem = str(exc)
+            new_file = None
+            logger.warning(
+                "merged limits refused; the ConfigMap keeps the previous generation",
+                extra={"target": target, "generation": in_force, "error": problem},
+            )
+        if new_file is not None:
+            resource_version = configmap["metadata"]["resourceVersion"] if configmap else None
+            await kube.write_configmap(
+                api,
+                ratelimits.render_configmap(namespace, target, new_file),
+                resource_version=resource_version,
+            )
+            in_force = new_file.generation
+            logger.info(
+                "limits file written",
+                extra={
+                    "target": target,
+                    "configmap": name,
+                    "generation": in_force,
+                    "sources": new_file.sources,
+                },
+            )
+
+        at = conditions.now()
+        for policy in live:
+            last = reported.get(policy.ref.uid, policy.status)
+            status = ratelimits.policy_status(
+                policy.ref, policy.spec.target, last, target_generation=in_force, problem=problem, at=at
+            )
+            if all(last.get(key) == value for key, value in status.items()):
+                continue
+            if not await kube.patch_status(api, RLP_PLURAL, namespace, policy.ref.name, status):
+                continue  # deleted since it was indexed
+            reported[policy.ref.uid] = status
+            if problem is not None:
+                kopf.warn(policy.ref.as_body(), reason=ratelimits.REASON_INVALID, message=problem)
+            elif new_file is not None:
+                kopf.event(
+                    policy.ref.as_body(),
+                    type="Normal",
+                    reason=ratelimits.REASON_APPLIED,
+                    message=f"limits generation {in_force} written to ConfigMap {name}",
+                )
