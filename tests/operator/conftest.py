@@ -24,7 +24,6 @@ from operator_testkit import (
     load_yaml,
     wait_http_ok,
 )
-
 from tasksync_operator import main, rbac
 from tasksync_operator.config import OperatorConfig
 
@@ -54,8 +53,14 @@ async def _prepare_cluster(cluster: LocalCluster) -> None:
         await authz.create_cluster_role_binding(
             {
                 "metadata": {"name": "tasksync-operator"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tasksync-operator"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "tasksync-operator",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}
+                ],
             }
         )
 
@@ -73,7 +78,9 @@ async def admin_client(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]
 
 
 @pytest.fixture(scope="session")
-def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
     binaries = request.config.stash.get(BINARIES, None) or ensure_binaries()
     local = LocalCluster(tmp_path_factory.mktemp("kube"), binaries["ETCD"], binaries["KUBE_APISERVER"])
     try:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parents[2]
 ENSURE_KUBE = REPO / "scripts" / "ensure-kube.sh"
@@ -46,9 +46,7 @@ T = TypeVar("T")
 
 def ensure_binaries() -> dict[str, str]:
     """Install/build etcd and kube-apiserver if needed; return {"ETCD": path, "KUBE_APISERVER": path}."""
-    result = subprocess.run(
-        [str(ENSURE_KUBE)], check=True, stdout=subprocess.PIPE, text=True
-    )
+    result = subprocess.run([str(ENSURE_KUBE)], check=True, stdout=subprocess.PIPE, text=True)
     paths = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     return {key: paths[key] for key in ("ETCD", "KUBE_APISERVER")}
 
@@ -183,7 +181,9 @@ class LocalCluster:
             except (urllib.error.URLError, OSError) as exc:
                 last_error = str(exc)
             time.sleep(0.25)
-        raise RuntimeError(f"kube-apiserver not ready within {deadline_seconds}s ({last_error}):\n{self.logs()}")
+        raise RuntimeError(
+            f"kube-apiserver not ready within {deadline_seconds}s ({last_error}):\n{self.logs()}"
+        )
 
     def logs(self, tail: int = 40) -> str:
         parts = []
@@ -200,7 +200,10 @@ class LocalCluster:
                     "apiVersion": "v1",
                     "kind": "Config",
                     "clusters": [
-                        {"name": "local", "cluster": {"server": self.server, "certificate-authority": str(self.ca_path)}}
+                        {
+                            "name": "local",
+                            "cluster": {"server": self.server, "certificate-authority": str(self.ca_path)},
+                        }
                     ],
                     "users": [{"name": user, "user": {"token": self.tokens[user]}}],
                     "contexts": [{"name": user, "context": {"cluster": "local", "user": user}}],

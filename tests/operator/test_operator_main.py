@@ -13,7 +13,6 @@ import urllib.request
 
 from kubernetes_asyncio import client
 from operator_testkit import OPERATOR_USER, eventually, free_port
-
 from tasksync_operator.main import DEFAULT_LIVENESS, parse_args
 from tasksync_operator.model import GROUP, TSS_PLURAL, VERSION
 
@@ -54,23 +53,44 @@ async def test_command_runs_one_namespace_logs_json_and_stops_on_sigterm(cluster
     log_path = tmp_path / "operator.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tasksync_operator.main", "--namespace", namespace,
-             "--kubeconfig", str(cluster.kubeconfig(OPERATOR_USER)), "--liveness", liveness],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tasksync_operator.main",
+                "--namespace",
+                namespace,
+                "--kubeconfig",
+                str(cluster.kubeconfig(OPERATOR_USER)),
+                "--liveness",
+                liveness,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         await eventually(lambda: http_status(liveness), timeout=60, interval=0.25)
 
         await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
         await client.CustomObjectsApi(kube).create_namespaced_custom_object(
-            GROUP, VERSION, namespace, TSS_PLURAL,
-            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TaskSyncSubscription", "metadata": {"name": "solo"},
-             "spec": {"pubsubName": "pubsub", "topic": "task-events"}},
+            GROUP,
+            VERSION,
+            namespace,
+            TSS_PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TaskSyncSubscription",
+                "metadata": {"name": "solo"},
+                "spec": {"pubsubName": "pubsub", "topic": "task-events"},
+            },
         )
 
         async def ready() -> None:
-            obj = await client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, TSS_PLURAL, "solo")
-            assert [c["status"] for c in obj.get("status", {}).get("conditions", [])] == ["True"], obj.get("status")
+            obj = await client.CustomObjectsApi(kube).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, TSS_PLURAL, "solo"
+            )
+            assert [c["status"] for c in obj.get("status", {}).get("conditions", [])] == ["True"], obj.get(
+                "status"
+            )
 
         await eventually(ready)
         process.send_signal(signal.SIGTERM)

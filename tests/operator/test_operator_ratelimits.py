@@ -12,16 +12,18 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from operator_testkit import eventually
-
 from tasksync.limits import Limits, LimitsFile, decode_limits_file
 from tasksync_operator.model import GROUP, RLP_PLURAL, VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 MERGE_PATCH = "application/merge-patch+json"
+HAND_WRITTEN = "apiVersion: tasksync.io/limits/v1\ngeneration: 99\nlimits: {max_frame_bytes: 1}\n"
 
 
-def policy(name: str, limits: dict[str, Any], *, target: str = "tasksync", priority: int | None = None) -> dict[str, Any]:
+def policy(
+    name: str, limits: dict[str, Any], *, target: str = "tasksync", priority: int | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"target": target, "limits": limits}
     if priority is not None:
         spec["priority"] = priority
@@ -34,7 +36,9 @@ def policy(name: str, limits: dict[str, Any], *, target: str = "tasksync", prior
 
 
 async def create_policy(kube: client.ApiClient, namespace: str, body: dict[str, Any]) -> None:
-    await client.CustomObjectsApi(kube).create_namespaced_custom_object(GROUP, VERSION, namespace, RLP_PLURAL, body)
+    await client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, RLP_PLURAL, body
+    )
 
 
 async def patch_policy(kube: client.ApiClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
@@ -44,7 +48,9 @@ async def patch_policy(kube: client.ApiClient, namespace: str, name: str, patch:
 
 
 async def read_policy(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return await client.CustomObjectsApi(kube).get_namespaced_custom_object(GROUP, VERSION, namespace, RLP_PLURAL, name)
+    return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, RLP_PLURAL, name
+    )
 
 
 async def limits_file(kube: client.ApiClient, namespace: str, target: str = "tasksync") -> LimitsFile:
@@ -61,8 +67,9 @@ def ready(obj: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "Ready"), {})
 
 
-async def wait_policy(kube: client.ApiClient, namespace: str, name: str, *, status: str = "True",
-                      generation: int | None = None) -> dict[str, Any]:
+async def wait_policy(
+    kube: client.ApiClient, namespace: str, name: str, *, status: str = "True", generation: int | None = None
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any]:
         obj = await read_policy(kube, namespace, name)
         condition = ready(obj)
@@ -76,8 +83,12 @@ async def wait_policy(kube: client.ApiClient, namespace: str, name: str, *, stat
 
 async def test_two_policies_merge_by_priority_then_name(kube, namespace):
     # Same priority: "a-team" sorts before "b-team" and wins where both set a limit.
-    await create_policy(kube, namespace, policy("b-team", {"maxConnectionsPerUser": 3, "maxFrameBytes": 4096}))
-    await create_policy(kube, namespace, policy("a-team", {"maxConnectionsPerUser": 5, "inboundMessagesPerSecond": 2.5}))
+    await create_policy(
+        kube, namespace, policy("b-team", {"maxConnectionsPerUser": 3, "maxFrameBytes": 4096})
+    )
+    await create_policy(
+        kube, namespace, policy("a-team", {"maxConnectionsPerUser": 5, "inboundMessagesPerSecond": 2.5})
+    )
 
     async def merged() -> LimitsFile:
         current = await limits_file(kube, namespace)
@@ -85,7 +96,9 @@ async def test_two_policies_merge_by_priority_then_name(kube, namespace):
         return current
 
     current = await eventually(merged)
-    assert current.limits == Limits(max_connections_per_user=5, inbound_messages_per_second=2.5, max_frame_bytes=4096)
+    assert current.limits == Limits(
+        max_connections_per_user=5, inbound_messages_per_second=2.5, max_frame_bytes=4096
+    )
     for name in ("a-team", "b-team"):
         status = (await wait_policy(kube, namespace, name, generation=current.generation))["status"]
         assert status["configMapName"] == "tasksync-limits"
@@ -142,7 +155,9 @@ async def test_invalid_merge_never_reaches_the_configmap(kube, namespace):
 
 
 async def test_policy_refused_by_the_crd_never_reaches_the_configmap(kube, namespace):
-    await create_policy(kube, namespace, policy("sane", {"publishBurstPerKey": 10, "publishRequestsPerSecondPerKey": 10}))
+    await create_policy(
+        kube, namespace, policy("sane", {"publishBurstPerKey": 10, "publishRequestsPerSecondPerKey": 10})
+    )
     before = await eventually(lambda: limits_file(kube, namespace))
 
     with pytest.raises(ApiException) as refused:
@@ -177,7 +192,9 @@ async def test_deleting_a_policy_rerenders_without_it(kube, namespace):
         return current
 
     both_file = await eventually(both)
-    await client.CustomObjectsApi(kube).delete_namespaced_custom_object(GROUP, VERSION, namespace, RLP_PLURAL, "drop")
+    await client.CustomObjectsApi(kube).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, RLP_PLURAL, "drop"
+    )
 
     async def without() -> LimitsFile:
         current = await limits_file(kube, namespace)
@@ -198,8 +215,9 @@ async def test_hand_edited_configmap_is_repaired_with_a_higher_generation(kube, 
     # A valid file, even with a generation ahead of the operator's: the policies still win,
     # and the repair continues above the hand-written generation.
     await core.patch_namespaced_config_map(
-        "tasksync-limits", namespace,
-        {"data": {"limits.yaml": "apiVersion: tasksync.io/limits/v1\ngeneration: 99\nlimits:\n  max_frame_bytes: 1\n"}},
+        "tasksync-limits",
+        namespace,
+        {"data": {"limits.yaml": HAND_WRITTEN}},
     )
 
     async def repaired() -> LimitsFile:

@@ -9,7 +9,6 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from tasksync.limits import Limits, LimitsFile, decode_limits_file, encode_limits_file
 from tasksync_operator import conditions, ratelimits, subscriptions
 from tasksync_operator.config import OperatorConfig
@@ -31,16 +30,28 @@ LATER = "2026-01-01T00:05:00Z"
 
 def tss_source(name: str = "orders", uid: str = "uid-1", **spec: Any) -> SubscriptionSource:
     return SubscriptionSource(
-        ref=ObjectRef(api_version="tasksync.io/v1alpha1", kind="TaskSyncSubscription",
-                      namespace="team", name=name, uid=uid, generation=3),
+        ref=ObjectRef(
+            api_version="tasksync.io/v1alpha1",
+            kind="TaskSyncSubscription",
+            namespace="team",
+            name=name,
+            uid=uid,
+            generation=3,
+        ),
         spec=TaskSyncSubscriptionSpec(pubsub_name="pubsub", topic="task-events", **spec),
     )
 
 
 def rlp(name: str, priority: int = 0, status: dict[str, Any] | None = None, **limits: Any) -> PolicySource:
     return PolicySource(
-        ref=ObjectRef(api_version="tasksync.io/v1alpha1", kind="RateLimitPolicy",
-                      namespace="team", name=name, uid=f"uid-{name}", generation=1),
+        ref=ObjectRef(
+            api_version="tasksync.io/v1alpha1",
+            kind="RateLimitPolicy",
+            namespace="team",
+            name=name,
+            uid=f"uid-{name}",
+            generation=1,
+        ),
         spec=RateLimitPolicySpec(target="tasksync", priority=priority, limits=PolicyLimits(**limits)),
         status=status or {},
     )
@@ -57,10 +68,19 @@ def test_render_minimal_subscription():
         "metadata": {
             "name": "orders",
             "namespace": "team",
-            "labels": {"app.kubernetes.io/managed-by": "tasksync-operator", "tasksync.io/subscription": "orders"},
+            "labels": {
+                "app.kubernetes.io/managed-by": "tasksync-operator",
+                "tasksync.io/subscription": "orders",
+            },
             "ownerReferences": [
-                {"apiVersion": "tasksync.io/v1alpha1", "kind": "TaskSyncSubscription", "name": "orders",
-                 "uid": "uid-1", "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": "tasksync.io/v1alpha1",
+                    "kind": "TaskSyncSubscription",
+                    "name": "orders",
+                    "uid": "uid-1",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
         },
         # Unset optional fields (dead letters, bulk when disabled, metadata) are left out.
@@ -71,7 +91,10 @@ def test_render_minimal_subscription():
 
 def test_render_full_subscription():
     source = tss_source(
-        route="/custom", dead_letter_topic="dead", scopes=("a", "b"), metadata={"rawPayload": "true"},
+        route="/custom",
+        dead_letter_topic="dead",
+        scopes=("a", "b"),
+        metadata={"rawPayload": "true"},
         bulk_subscribe=BulkSubscribe(enabled=True, max_messages_count=7, max_await_duration_ms=9),
     )
     rendered = subscriptions.render_subscription(source)
@@ -98,15 +121,31 @@ def test_ownership():
     assert subscriptions.ownership(stripped, source) == "ours"
     # Created by someone else, or controlled by another kind or another source.
     assert subscriptions.ownership({"metadata": {"name": "orders"}}, source) == "foreign"
-    other_kind = {"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders", "controller": True}]}}
+    other_kind = {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "orders", "controller": True}
+            ]
+        }
+    }
     assert subscriptions.ownership(other_kind, source) == "foreign"
     other_source = subscriptions.render_subscription(tss_source(name="payments"))
     assert subscriptions.ownership(other_source, source) == "foreign"
 
 
 def test_owned_by_ignores_non_controller_references():
-    body = {"metadata": {"ownerReferences": [
-        {"apiVersion": "tasksync.io/v1alpha1", "kind": "TaskSyncSubscription", "name": "x", "controller": False}]}}
+    body = {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "tasksync.io/v1alpha1",
+                    "kind": "TaskSyncSubscription",
+                    "name": "x",
+                    "controller": False,
+                }
+            ]
+        }
+    }
     assert subscriptions.owned_by(body) is None
     assert subscriptions.owned_by(subscriptions.render_subscription(tss_source())) == "orders"
 
@@ -128,7 +167,9 @@ def test_needs_update_and_merge_for_update():
     edited = {**existing, "spec": {**desired["spec"], "topic": "other"}}
     assert subscriptions.needs_update(edited, desired)
     assert subscriptions.needs_update({**existing, "scopes": ["x"]}, desired)
-    assert subscriptions.needs_update({**existing, "metadata": {**existing["metadata"], "labels": {}}}, desired)
+    assert subscriptions.needs_update(
+        {**existing, "metadata": {**existing["metadata"], "labels": {}}}, desired
+    )
     assert subscriptions.needs_update(subscriptions.render_subscription(tss_source(uid="old")), desired)
 
     merged = subscriptions.merged_for_update(edited, desired)
@@ -147,10 +188,18 @@ def test_subscription_status():
     assert failing["observedGeneration"] == 3
     assert failing["subscriptionName"] == "orders"
     assert failing["conditions"] == [
-        {"type": "Ready", "status": "False", "reason": "DaprNotInstalled", "message": "no dapr",
-         "observedGeneration": 3, "lastTransitionTime": AT}
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "DaprNotInstalled",
+            "message": "no dapr",
+            "observedGeneration": 3,
+            "lastTransitionTime": AT,
+        }
     ]
-    ok = subscriptions.subscription_status(failing, source, reason=subscriptions.REASON_READY, message="ok", at=LATER)
+    ok = subscriptions.subscription_status(
+        failing, source, reason=subscriptions.REASON_READY, message="ok", at=LATER
+    )
     assert ok["conditions"][0]["status"] == "True"
     assert ok["conditions"][0]["lastTransitionTime"] == LATER
 
@@ -169,8 +218,14 @@ def test_transition_time_moves_only_when_status_flips():
 
 
 def test_other_conditions_are_kept():
-    other = {"type": "Degraded", "status": "False", "reason": "X", "message": "", "observedGeneration": 1,
-             "lastTransitionTime": AT}
+    other = {
+        "type": "Degraded",
+        "status": "False",
+        "reason": "X",
+        "message": "",
+        "observedGeneration": 1,
+        "lastTransitionTime": AT,
+    }
     ready = conditions.Condition(type="Ready", status="True", reason="A", message="m", observed_generation=1)
     assert [c["type"] for c in conditions.with_condition([other], ready, at=AT)] == ["Degraded", "Ready"]
 
@@ -189,11 +244,13 @@ def test_policy_limits_mirror_the_service_limits():
 
 
 def test_merge_priority_then_name_field_by_field():
-    merge = ratelimits.merge_policies([
-        rlp("zeta", priority=1, max_frame_bytes=100),
-        rlp("beta", max_frame_bytes=200, inbound_burst=30),
-        rlp("alpha", inbound_burst=40),
-    ])
+    merge = ratelimits.merge_policies(
+        [
+            rlp("zeta", priority=1, max_frame_bytes=100),
+            rlp("beta", max_frame_bytes=200, inbound_burst=30),
+            rlp("alpha", inbound_burst=40),
+        ]
+    )
     assert merge.sources == ("zeta", "alpha", "beta")
     assert merge.values == {"max_frame_bytes": 100, "inbound_burst": 40}
     assert merge.provenance == {"max_frame_bytes": "zeta", "inbound_burst": "alpha"}
@@ -201,7 +258,9 @@ def test_merge_priority_then_name_field_by_field():
 
 
 def test_invalid_merge_names_the_policies():
-    merge = ratelimits.merge_policies([rlp("fast", priority=1, inbound_messages_per_second=50.0), rlp("base", inbound_burst=5)])
+    merge = ratelimits.merge_policies(
+        [rlp("fast", priority=1, inbound_messages_per_second=50.0), rlp("base", inbound_burst=5)]
+    )
     with pytest.raises(ratelimits.InvalidLimits) as invalid:
         ratelimits.merged_limits(merge)
     message = str(invalid.value)
@@ -216,8 +275,14 @@ def test_out_of_bounds_value_is_refused_not_rendered():
 
 
 NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
-INT_LIMITS = {"max_connections_per_user", "max_connections_per_process", "inbound_burst",
-              "outbound_burst_per_user", "publish_burst_per_key", "max_frame_bytes"}
+INT_LIMITS = {
+    "max_connections_per_user",
+    "max_connections_per_process",
+    "inbound_burst",
+    "outbound_burst_per_user",
+    "publish_burst_per_key",
+    "max_frame_bytes",
+}
 
 
 @st.composite
@@ -226,7 +291,10 @@ def policy_sets(draw: st.DrawFn) -> list[PolicySource]:
     policies = []
     for name in names:
         fields = draw(st.lists(st.sampled_from(limit_field_names()), unique=True))
-        limits = {f: draw(st.integers(1, 10_000)) if f in INT_LIMITS else draw(st.floats(0.5, 500.0)) for f in fields}
+        limits = {
+            f: draw(st.integers(1, 10_000)) if f in INT_LIMITS else draw(st.floats(0.5, 500.0))
+            for f in fields
+        }
         policies.append(rlp(name, priority=draw(st.integers(0, 2)), **limits))
     return policies
 
@@ -279,7 +347,9 @@ def test_no_policies():
     assert ratelimits.next_limits_file(empty, None, floor=0) is None
     # ...but when the last policy goes, the file returns to the defaults.
     current = LimitsFile(generation=3, limits=Limits(max_frame_bytes=1024), sources=["gone"])
-    assert ratelimits.next_limits_file(empty, current, floor=3) == LimitsFile(generation=4, limits=Limits(), sources=[])
+    assert ratelimits.next_limits_file(empty, current, floor=3) == LimitsFile(
+        generation=4, limits=Limits(), sources=[]
+    )
 
 
 @given(st.lists(policy_sets(), min_size=1, max_size=6))
@@ -294,7 +364,10 @@ def test_generation_never_goes_backwards(history):
         if written is not None:
             assert current is None or written.generation > current.generation
             current = written
-        assert current is None or (current.limits, current.sources) == (ratelimits.merged_limits(merge), list(merge.sources))
+        assert current is None or (current.limits, current.sources) == (
+            ratelimits.merged_limits(merge),
+            list(merge.sources),
+        )
 
 
 def test_generation_floor():
@@ -303,7 +376,9 @@ def test_generation_floor():
 
 
 def test_configmap_round_trips_through_the_service_loader():
-    limits_file = LimitsFile(generation=12, limits=Limits(inbound_burst=50, max_frame_bytes=4096), sources=["x", "y"])
+    limits_file = LimitsFile(
+        generation=12, limits=Limits(inbound_burst=50, max_frame_bytes=4096), sources=["x", "y"]
+    )
     configmap = ratelimits.render_configmap("team", "tasksync", limits_file)
     assert configmap["metadata"] == {
         "name": "tasksync-limits",
@@ -324,19 +399,36 @@ def test_read_limits_file():
 
 
 def test_policy_status_applied_and_refused():
-    policy = rlp("a", max_frame_bytes=1)
-    applied = ratelimits.policy_status(policy, target_generation=5, problem=None, at=AT)
-    assert applied["limitsGeneration"] == 5
-    assert applied["configMapName"] == "tasksync-limits"
-    assert applied["observedGeneration"] == 1
-    assert applied["conditions"][0] | {"lastTransitionTime": AT} == {
-        "type": "Ready", "status": "True", "reason": "LimitsApplied",
-        "message": "limits generation 5 is in force", "observedGeneration": 1, "lastTransitionTime": AT,
+    ref = rlp("a").ref
+    applied = ratelimits.policy_status(ref, "tasksync", {}, target_generation=5, problem=None, at=AT)
+    assert applied == {
+        "observedGeneration": 1,
+        "configMapName": "tasksync-limits",
+        "limitsGeneration": 5,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "LimitsApplied",
+                "message": "limits generation 5 is in force",
+                "observedGeneration": 1,
+                "lastTransitionTime": AT,
+            }
+        ],
     }
-    refused = ratelimits.policy_status(policy, target_generation=5, problem="too fast", at=AT)
-    assert refused["conditions"][0]["reason"] == "InvalidLimits"
-    assert refused["conditions"][0]["message"] == "merged limits refused: too fast; generation 5 stays in force"
-    assert "limitsGeneration" not in ratelimits.policy_status(policy, target_generation=None, problem="x", at=AT)
+    refused = ratelimits.policy_status(
+        ref, "tasksync", applied, target_generation=5, problem="too fast", at=LATER
+    )
+    (condition,) = refused["conditions"]
+    assert (condition["status"], condition["reason"], condition["lastTransitionTime"]) == (
+        "False",
+        "InvalidLimits",
+        LATER,
+    )
+    assert condition["message"] == "merged limits refused: too fast; generation 5 stays in force"
+    never_written = ratelimits.policy_status(ref, "tasksync", {}, target_generation=None, problem="x", at=AT)
+    assert "limitsGeneration" not in never_written
+    assert never_written["conditions"][0]["message"] == "merged limits refused: x"
 
 
 def test_policy_source_from_a_body():
@@ -344,7 +436,11 @@ def test_policy_source_from_a_body():
         "apiVersion": "tasksync.io/v1alpha1",
         "kind": "RateLimitPolicy",
         "metadata": {"namespace": "team", "name": "p", "uid": "u", "generation": 2, "deletionTimestamp": AT},
-        "spec": {"target": "tasksync", "priority": 3, "limits": {"maxFrameBytes": 10, "inboundMessagesPerSecond": 4}},
+        "spec": {
+            "target": "tasksync",
+            "priority": 3,
+            "limits": {"maxFrameBytes": 10, "inboundMessagesPerSecond": 4},
+        },
         "status": {"limitsGeneration": 6},
     }
     source = policy_source(body)

@@ -11,7 +11,6 @@ import msgspec
 import pytest
 import yaml
 from operator_testkit import CRD_DIR, REPO, load_yaml
-
 from tasksync.limits import Limits
 from tasksync_operator import rbac
 from tasksync_operator.model import PolicyLimits
@@ -60,7 +59,9 @@ def camel(snake: str) -> str:
 
 def test_policy_limits_match_the_service_limits_schema():
     """The CRD's limits are exactly the service's, with the same bounds."""
-    limits_schema = schema_of(CRD_DIR / "tasksync.io_ratelimitpolicies.yaml")["properties"]["spec"]["properties"]["limits"]
+    limits_schema = schema_of(CRD_DIR / "tasksync.io_ratelimitpolicies.yaml")["properties"]["spec"][
+        "properties"
+    ]["limits"]
     properties = limits_schema["properties"]
     service = {field.name: field.type for field in msgspec.inspect.type_info(Limits).fields}
     assert set(properties) == {camel(name) for name in service}
@@ -71,15 +72,21 @@ def test_policy_limits_match_the_service_limits_schema():
             assert (prop["type"], prop["minimum"]) == ("integer", kind.ge), name
         else:
             assert isinstance(kind, msgspec.inspect.FloatType)
-            assert (prop["type"], prop["minimum"], prop["exclusiveMinimum"]) == ("number", kind.gt, True), name
+            assert (prop["type"], prop["minimum"], prop["exclusiveMinimum"]) == ("number", kind.gt, True), (
+                name
+            )
         # No CRD defaults here: an unset limit must stay unset to be inherited in the merge.
         assert "default" not in prop
 
 
 def test_rbac_rules_in_the_docs_are_the_operator_rules():
     docs = (REPO / "docs" / "operator.md").read_text()
-    blocks = [doc for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) for doc in yaml.safe_load_all(block)]
-    (documented,) = [block["rules"] for block in blocks if isinstance(block, dict) and set(block) == {"rules"}]
+    blocks = [
+        doc for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) for doc in yaml.safe_load_all(block)
+    ]
+    (documented,) = [
+        block["rules"] for block in blocks if isinstance(block, dict) and set(block) == {"rules"}
+    ]
     assert documented == rbac.policy_rules()
     # And the table lists every rule with its reason.
     for rule in rbac.RULES:

@@ -8,7 +8,6 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from operator_testkit import DAPR_CRD, apply_crd, eventually, load_yaml
-
 from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -49,7 +48,9 @@ def ready(obj: dict[str, Any]) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == "Ready"), {})
 
 
-async def wait_ready(kube: client.ApiClient, namespace: str, name: str, status: str = "True", reason: str | None = None) -> dict[str, Any]:
+async def wait_ready(
+    kube: client.ApiClient, namespace: str, name: str, status: str = "True", reason: str | None = None
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any]:
         obj = await read_tss(kube, namespace, name)
         condition = ready(obj)
@@ -111,7 +112,11 @@ async def test_update_reaches_the_subscription(kube, namespace, dapr_crd):
     await wait_ready(kube, namespace, "updates")
 
     await client.CustomObjectsApi(kube).patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, TSS_PLURAL, "updates",
+        GROUP,
+        VERSION,
+        namespace,
+        TSS_PLURAL,
+        "updates",
         {"spec": {"topic": "renamed", "route": "/dapr/v2/events", "scopes": ["other-app"]}},
         _content_type="application/merge-patch+json",
     )
@@ -135,9 +140,16 @@ async def test_hand_edit_is_repaired(kube, namespace, dapr_crd):
     # Someone "fixes" the Subscription by hand: another topic, an extra route rule, our label gone,
     # plus an annotation of their own (which is not ours to remove).
     await custom.patch_namespaced_custom_object(
-        DAPR_GROUP, DAPR_VERSION, namespace, DAPR_PLURAL, "drift",
+        DAPR_GROUP,
+        DAPR_VERSION,
+        namespace,
+        DAPR_PLURAL,
+        "drift",
         {
-            "metadata": {"labels": {"app.kubernetes.io/managed-by": None}, "annotations": {"note": "hand edit"}},
+            "metadata": {
+                "labels": {"app.kubernetes.io/managed-by": None},
+                "annotations": {"note": "hand edit"},
+            },
             "spec": {"topic": "hijacked", "routes": {"rules": [{"match": "true", "path": "/elsewhere"}]}},
         },
         _content_type="application/merge-patch+json",
