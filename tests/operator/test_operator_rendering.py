@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tasksync.limits import Limits, LimitsFile, decode_limits_file, encode_limits_file
 from tasksync_operator import conditions, ratelimits, subscriptions
@@ -299,6 +299,8 @@ def policy_sets(draw: st.DrawFn) -> list[PolicySource]:
     return policies
 
 
+# No per-example deadline: these run while API servers and builds load the machine.
+@settings(deadline=None)
 @given(policy_sets(), st.randoms())
 def test_merge_takes_each_field_from_the_first_setter(policies, random):
     shuffled = list(policies)
@@ -352,6 +354,7 @@ def test_no_policies():
     )
 
 
+@settings(deadline=None)
 @given(st.lists(policy_sets(), min_size=1, max_size=6))
 def test_generation_never_goes_backwards(history):
     current: LimitsFile | None = None

@@ -54,6 +54,10 @@ class RedisServer:
         except redis.ConnectionError:
             return False
 
+    def restart(self) -> RedisServer:
+        """Start again on the same port and data directory, as a restarted pod would."""
+        return self.start()
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
