@@ -64,6 +64,9 @@ class Outbox:
         self._items.clear()
         self._items.extend(kept)
 
+    def take_nowait(self) -> OutboxItem | None:
+        return self._items.popleft() if self._items else None
+
     async def take(self) -> OutboxItem:
         while not self._items:
             self._ready.clear()

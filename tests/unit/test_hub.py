@@ -15,8 +15,8 @@ def delivery(user: str, seq: int) -> Delivery:
 
 def drained(conn: Connection) -> list:
     items = []
-    while len(conn.outbox):
-        items.append(conn.outbox._items.popleft())
+    while (item := conn.outbox.take_nowait()) is not None:
+        items.append(item)
     return items
 
 
