@@ -8,6 +8,7 @@ import httpx
 
 from tasksync.client import SyncClient
 from tasksync.protocol import TaskUpdate
+from tests.support.events import cloudevent, payload
 from tests.support.publishing import RetryingPublisher
 from tests.support.waiting import eventually
 
@@ -47,6 +48,11 @@ async def test_redis_outage_loses_nothing_keeps_sockets_and_toggles_readiness(st
     await eventually(lambda: sum(map(len, received.values())) >= EVENTS // 4, what="a quarter delivered")
     redis_server.kill()
     await eventually(lambda: not ready(service), timeout=10, what="readiness false while Redis is down")
+    # Dapr is told to retry, and an HTTP publisher to come back later.
+    dapr = httpx.post(service.http + "/dapr/task-events", json=cloudevent(payload("ann", n=-1)))
+    assert dapr.status_code == 200 and dapr.json() == {"status": "RETRY"}
+    http = httpx.post(service.http + "/v1/events", json=payload("ann", n=-1))
+    assert http.status_code == 503 and http.headers["retry-after"]
     await asyncio.sleep(2)  # the outage itself: Redis stays down for a couple of seconds
     redis_server.restart()
     await eventually(lambda: ready(service), timeout=20, what="readiness back after Redis returns")
