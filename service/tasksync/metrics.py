@@ -6,7 +6,10 @@ one and those break (the chart tests scrape /metrics to check).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# `_created` series double the exposition for no dashboard use.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -82,6 +85,39 @@ class Metrics:
         self.resume_outcomes = Counter(
             "tasksync_resume_outcomes",
             "Resume requests by outcome: recovered (missed events replayed) or resync (history could not cover them).",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "tasksync_auth_failures",
+            "Handshakes and token refreshes refused by the authenticator, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "tasksync_rate_limited",
+            "Work refused or dropped by a rate limit: inbound client frames, outbound events, publish requests.",
+            ["direction"],
+            registry=r,
+        )
+        self.plugin_errors = Counter(
+            "tasksync_plugin_errors",
+            "Plugin hook calls that raised or timed out, by plugin, hook and kind (error, timeout).",
+            ["plugin", "hook", "kind"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "tasksync_offline_notifications",
+            "Events handed to offline notifiers (users with no live connection), by plugin and outcome.",
+            ["plugin", "outcome"],
+            registry=r,
+        )
+        self.limits_generation = Gauge(
+            "tasksync_limits_generation", "Generation of the limits file in force (0: built-in defaults).", registry=r
+        )
+        self.limits_reloads = Counter(
+            "tasksync_limits_reloads",
+            "Attempts to load the limits file, by outcome (applied, rejected, unreadable).",
             ["outcome"],
             registry=r,
         )

@@ -55,6 +55,29 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_frame_bytes: Annotated[
         int, _doc("Largest client WebSocket frame accepted; larger ones close the connection with 1009.", ge=128)
     ] = 65_536
+    auth: Annotated[
+        str,
+        _doc("Auth plugin by entry-point name (dev, jwt, header, or a third party's); empty: 'dev' in development mode."),
+    ] = ""
+    notifiers: Annotated[
+        list[str], _doc("Notification plugins to enable, by entry-point name (comma-separated): toast, webhook, log.")
+    ] = msgspec.field(default_factory=lambda: ["toast"])
+    plugin_timeout: Annotated[
+        float, _doc("Seconds a plugin hook may take before the call is abandoned and counted as an error.", gt=0)
+    ] = 2.0
+    allowed_origins: Annotated[
+        list[str],
+        _doc("Browser origins allowed to open /ws (exact, or https://*.example.com patterns); empty: any origin."),
+    ] = []
+    auth_message_timeout: Annotated[
+        float, _doc("Seconds a socket may stay unauthenticated waiting for its first 'auth' frame.", gt=0)
+    ] = 5.0
+    token_query_param: Annotated[
+        bool, _doc("Also accept ?token= on the handshake (it leaks into access logs; redacted from TaskSync's own).")
+    ] = False
+    limits_file: Annotated[
+        str, _doc("Limits file (YAML/JSON, schema tasksync.io/limits/v1) to load and watch; empty: built-in limits.")
+    ] = ""
     api_keys: Annotated[
         list[str], _doc("API keys accepted on POST /v1/events (comma-separated in the environment).")
     ] = []
@@ -95,7 +118,8 @@ def setting_docs() -> list[SettingDoc]:
     docs = []
     for f in msgspec.inspect.type_info(Settings).fields:
         description = (getattr(f.type, "extra_json_schema", None) or {}).get("description", "")
-        docs.append(SettingDoc(f.name, plain_types[f.name], f.default, description))
+        default = f.default_factory() if f.default is msgspec.NODEFAULT else f.default
+        docs.append(SettingDoc(f.name, plain_types[f.name], default, description))
     return docs
 
 
