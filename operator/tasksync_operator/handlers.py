@@ -61,6 +61,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # filtered); handlers post the Normal events worth a human's attention with kopf.event().
     # Otherwise kopf's per-handler "succeeded" lines would each become an event.
     settings.posting.level = logging.WARNING
+    # Only the ConfigMaps the operator writes, filtered by the API server: otherwise kopf would
+    # stream every ConfigMap of the watched namespaces and drop the others itself.
+    settings.watching.label_selectors["v1", "configmaps"] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     memo.api = ApiClient(await kube.load_configuration(memo.config.kubeconfig))
     memo.limits_locks = collections.defaultdict(asyncio.Lock)
     memo.reported_status = {}

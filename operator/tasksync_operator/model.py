@@ -1,9 +1,9 @@
-"""Typed views of the operator's custom resources and of the Dapr Subscription it writes.
+"""Typed views of the operator's custom resources, and the names and labels it uses.
 
 The CRD manifests in charts/tasksync/crds/ are the API contract; these Structs mirror their
 `spec`s so handlers never poke at raw dicts. The API server applies the CRD defaults before the
 operator sees an object, so the Struct defaults only matter for objects built in code (tests,
-rendering helpers); tests/operator/test_crds.py keeps both sets of defaults equal.
+rendering helpers); tests/operator/test_operator_crds.py keeps both sets of defaults equal.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from tasksync.limits import Limits
 
 GROUP = "tasksync.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 
 TSS_KIND = "TaskSyncSubscription"
 TSS_PLURAL = "tasksyncsubscriptions"
-RLP_KIND = "RateLimitPolicy"
 RLP_PLURAL = "ratelimitpolicies"
 
 DAPR_GROUP = "dapr.io"
@@ -53,7 +51,7 @@ class TaskSyncSubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, rename
     metadata: dict[str, str] = {}
 
 
-class PolicyLimits(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True):
+class PolicyLimits(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The limits one RateLimitPolicy sets. None means "not set here": inherited in the merge.
 
     Attribute names are exactly those of `tasksync.limits.Limits`, so merging is field by field
