@@ -121,12 +121,13 @@ const INVALID = Symbol('invalid');
 type Invalid = typeof INVALID;
 
 /**
- * Checks that `source[key]` is absent or passes `guard`. Optional fields are still typed: a
- * present-but-wrong field makes the whole frame malformed rather than being silently dropped.
+ * Checks that `source[key]` is absent (missing or `null`: serializers differ on how they say
+ * "no value") or passes `guard`. Optional fields are still typed: a present-but-wrong field
+ * makes the whole frame malformed rather than being silently dropped.
  */
 function optional<T>(source: JsonObject, key: string, guard: (value: unknown) => value is T): T | undefined | Invalid {
   const value = source[key];
-  if (value === undefined) return undefined;
+  if (value === undefined || value === null) return undefined;
   return guard(value) ? value : INVALID;
 }
 
@@ -140,7 +141,7 @@ function fail(reason: string): ParseResult {
 }
 
 function parseNotification(value: unknown): ServerNotification | undefined | Invalid {
-  if (value === undefined) return undefined;
+  if (value === undefined || value === null) return undefined;
   if (!isObject(value) || !isString(value.title)) return INVALID;
   const body = optional(value, 'body', isString);
   const kind = optional(value, 'kind', isString);

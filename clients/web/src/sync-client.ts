@@ -52,7 +52,10 @@ export interface ConnectionSnapshot {
   readonly retryCount: number;
   /** Set in the `error` state only. */
   readonly error: StopReason | null;
-  /** Close code of the last socket the server or the network closed, if any. */
+  /**
+   * Close code of the last socket that was lost: the server's or the network's, or 4000 when the
+   * client gave up on a silent socket.
+   */
   readonly lastCloseCode: number | null;
 }
 

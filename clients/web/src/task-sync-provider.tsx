@@ -6,7 +6,7 @@
 import { createContext, useContext, useEffect, type ReactNode } from 'react';
 
 import { showTaskNotification } from './notifications.js';
-import type { ResyncRequest, SyncClientOptions } from './sync-client.js';
+import type { MessageListener, ResyncRequest, SyncClientOptions } from './sync-client.js';
 import { useTaskStore, type TaskStore } from './task-store.js';
 import type { TokenProvider } from './token.js';
 import { useWebSocket, type UseWebSocketResult } from './use-websocket.js';
@@ -54,7 +54,7 @@ export function TaskSyncProvider({
   const { addListener, removeListener } = connection;
 
   useEffect(() => {
-    const onMessage: Parameters<typeof addListener>[0] = (message) => {
+    const onMessage: MessageListener = (message) => {
       const outcome = store.getState().handleWebSocketMessage(message);
       // Only changes toast: a replayed or duplicate event, or the echo of this tab's own write
       // that the store already holds, would otherwise announce something the user already sees.

@@ -3,7 +3,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 
 import { acquireClient } from './client-registry.js';
-import { resolveWebSocketUrl, toAbsoluteWebSocketUrl } from './config.js';
+import { resolveWebSocketUrl } from './config.js';
 import { callSafely } from './listeners.js';
 import {
   WebSocketSyncClient,
@@ -55,7 +55,9 @@ const unsubscribeNothing = (): void => {};
  */
 export function useWebSocket(userId: string | null | undefined, options: UseWebSocketOptions = {}): UseWebSocketResult {
   const { url: urlOption, getToken, onResyncRequired, ...clientOptions } = options;
-  const url = toAbsoluteWebSocketUrl(urlOption ?? resolveWebSocketUrl()).href;
+  // Resolved to an absolute URL only inside the effect: a relative `/ws` has no base during
+  // server-side rendering.
+  const url = urlOption ?? resolveWebSocketUrl();
 
   const latest = useRef({ getToken, onResyncRequired, clientOptions });
   useEffect(() => {
@@ -63,7 +65,7 @@ export function useWebSocket(userId: string | null | undefined, options: UseWebS
   });
 
   const [listeners] = useState(() => new Set<MessageListener>());
-  const [client, setClient] = useState<WebSocketSyncClient | null>(null);
+  const [held, setHeld] = useState<{ client: WebSocketSyncClient; url: string } | null>(null);
 
   useEffect(() => {
     if (!userId) return undefined;
@@ -80,7 +82,7 @@ export function useWebSocket(userId: string | null | undefined, options: UseWebS
       for (const listener of [...listeners]) callSafely(listener, message);
     });
     const offResync = lease.client.onResyncRequired((request) => latest.current.onResyncRequired?.(request));
-    setClient(lease.client);
+    setHeld({ client: lease.client, url });
     return () => {
       offMessage();
       offResync();
@@ -89,7 +91,7 @@ export function useWebSocket(userId: string | null | undefined, options: UseWebS
   }, [url, userId, listeners]);
 
   // The state may still hold the previous user's client for one render after `userId` changes.
-  const current = client !== null && client.userId === userId && client.url === url ? client : null;
+  const current = held !== null && held.client.userId === userId && held.url === url ? held.client : null;
   const fallback = userId ? STARTING : IDLE;
   const subscribe = useCallback(
     (onChange: () => void) => (current ? current.subscribe(onChange) : unsubscribeNothing),

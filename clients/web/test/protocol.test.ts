@@ -58,6 +58,12 @@ describe('parseServerFrame: the frames of docs/protocol.md', () => {
     expect(parsed({ ...taskUpdate, event })).toMatchObject({ event });
   });
 
+  it('reads null optional fields as absent', () => {
+    const frame = parsed({ ...taskUpdate, id: null, seq: null, epoch: null, notification: null });
+    expect(frame).toEqual({ type: 'task_update', event: 'task.updated', task: taskUpdate.task, timestamp: taskUpdate.timestamp });
+    expect(parsed({ type: 'connected', user_id: 'alice', resumed: null })).toEqual({ type: 'connected', user_id: 'alice' });
+  });
+
   it('keeps unknown task fields and ignores unknown frame fields', () => {
     const frame = parsed({ ...taskUpdate, task: { id: 'abc', priority: 3 }, shard: 7 });
     expect(frame).toMatchObject({ task: { id: 'abc', priority: 3 } });
