@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .broker import Delivery
 from .metrics import Metrics
 from .protocol import CLOSE_TRY_AGAIN_LATER, Ping, encode, utc_now_iso
+from .ratelimit import BucketsByKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +127,10 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, outbound: BucketsByKey | None = None) -> None:
         self.metrics = metrics
+        # Outbound events per user per second; None: unlimited.
+        self.outbound = outbound
         self._by_user: dict[str, set[Connection]] = {}
         self.connection_count = 0
 
@@ -155,15 +158,23 @@ class Hub:
         del self._by_user[conn.user_id]
         return True
 
-    def deliver(self, delivery: Delivery) -> None:
-        """The broker's sink: queue a delivery on every connection of its user."""
+    def deliver(self, delivery: Delivery) -> int:
+        """The broker's sink: queue a delivery on every connection of its user. Returns how
+        many connections it was queued on.
+
+        Past the user's outbound rate the live delivery is dropped and counted. It stays in
+        history, and its `seq` leaves a visible gap, so a client that resumes gets it back."""
         conns = self._by_user.get(delivery.user_id)
         if not conns:
-            return
+            return 0
+        if self.outbound is not None and not self.outbound.allow(delivery.user_id):
+            self.metrics.rate_limited.labels("outbound").inc()
+            return len(conns)
         delivery.pending_writes = len(conns)
         for conn in conns:
             if not conn.enqueue(delivery):
                 self.close_slow_consumer(conn)
+        return len(conns)
 
     def close_slow_consumer(self, conn: Connection) -> None:
         conn.request_close(

@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 
 from .app import create_app
+from .plugins import PluginError
 from .service import Service
 from .settings import Settings
 
@@ -44,7 +45,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(settings: Settings) -> None:
-    service = Service(settings)
+    try:
+        service = Service(settings)
+    except PluginError as exc:
+        raise RuntimeError(str(exc)) from exc
     app = create_app(service=service)
     config = uvicorn.Config(
         app,

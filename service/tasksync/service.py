@@ -12,13 +12,18 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from .auth import Authenticator, DevAuthenticator
+import msgspec
+
 from .broker import Broker, create_broker
 from .events import TaskEvent
 from .hub import CloseRequest, Hub
-from .limits import Limits
+from .limits import Limits, LimitsFile
+from .limits_watch import LimitsWatcher
 from .metrics import Metrics
+from .origins import OriginPolicy
+from .plugins import Plugins
 from .protocol import CLOSE_SERVICE_RESTART
+from .ratelimit import BucketsByKey
 from .settings import Settings
 
 log = logging.getLogger("tasksync")
@@ -31,19 +36,21 @@ class Readiness:
     ready: bool
     broker: bool
     draining: bool
+    full: bool
 
 
 class Service:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        broker: Broker | None = None,
-        authenticator: Authenticator | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, broker: Broker | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.hub = Hub(self.metrics)
+        self.plugins = plugins or Plugins(settings, self.metrics)
+        self.origins = OriginPolicy(settings.allowed_origins)
+        self.limits_file = LimitsFile(limits=Limits(max_frame_bytes=settings.max_frame_bytes))
+        limits = self.limits
+        self.publish_buckets = BucketsByKey(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
+        self.hub = Hub(
+            self.metrics, BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+        )
         self.broker = broker or create_broker(
             settings.broker,
             history_size=settings.history_size,
@@ -51,10 +58,22 @@ class Service:
             dedupe_window=settings.dedupe_window,
         )
         self.broker.set_sink(self.hub.deliver)
-        self.authenticator = authenticator or DevAuthenticator(dev_mode=settings.dev)
-        self.limits = Limits(max_frame_bytes=settings.max_frame_bytes)
+        self.limits_watcher = (
+            LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
+        )
         self.draining = False
-        self._background: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def limits(self) -> Limits:
+        return self.limits_file.limits
+
+    def apply_limits(self, limits_file: LimitsFile) -> None:
+        self.limits_file = limits_file
+        limits = limits_file.limits
+        self.publish_buckets.reconfigure(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
+        self.hub.outbound.reconfigure(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+        self.metrics.limits_generation.set(limits_file.generation)
 
     async def start(self) -> None:
         if self.settings.dev:
@@ -63,19 +82,28 @@ class Service:
             )
             if not self.settings.api_keys:
                 log.warning("DEVELOPMENT MODE: POST /v1/events is open to anyone (no TASKSYNC_API_KEYS set)")
+        await self.plugins.startup()
+        if self.limits_watcher is not None:
+            self.limits_watcher.check()
+            self._spawn(self.limits_watcher.run(self.settings.limits_poll_interval))
         await self.broker.start()
-        self._background.append(asyncio.create_task(self.hub.run_heartbeat(self.settings.heartbeat_interval)))
-        self._background.append(asyncio.create_task(self.hub.run_stall_watch(self.settings.send_timeout)))
-        log.info("tasksync started: broker=%s auth=%s", self.broker.name, self.authenticator.name)
+        self._spawn(self.hub.run_heartbeat(self.settings.heartbeat_interval))
+        self._spawn(self.hub.run_stall_watch(self.settings.send_timeout))
+        log.info("tasksync started: broker=%s auth=%s", self.broker.name, self.plugins.auth_name)
 
     async def stop(self) -> None:
-        for task in self._background:
+        for task in list(self._background):
             task.cancel()
-        for task in self._background:
+        for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._background.clear()
         await self.broker.stop()
+        await self.plugins.shutdown()
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012
@@ -94,14 +122,26 @@ class Service:
         log.info("drained; %d connections left", self.hub.connection_count)
 
     async def ingest(self, event: TaskEvent) -> IngestOutcome:
-        """Hand a validated event to the broker. Raises BrokerUnavailable (retry later)."""
+        """Shape the toast, hand the event to the broker, and tell offline notifiers when its
+        user is connected nowhere. Raises BrokerUnavailable (retry later)."""
+        notification = await self.plugins.notification(event)
+        if notification is not None:
+            event = msgspec.structs.replace(event, notification=notification)
         delivery = await self.broker.publish(event)
         if delivery is None:
             self.metrics.events_duplicate.inc()
             return "duplicate"
         self.metrics.events_received.labels(event.source, event.event).inc()
+        if delivery.listeners == 0 and self.plugins.has_offline_notifiers:
+            # After the store, off the ingest path: a slow notifier never delays an acknowledgement.
+            self._spawn(self.plugins.offline_event(event))
         return "accepted"
+
+    @property
+    def full(self) -> bool:
+        return self.hub.connection_count >= self.limits.max_connections_per_process
 
     async def readiness(self) -> Readiness:
         broker_ok = await self.broker.ready()
-        return Readiness(ready=broker_ok and not self.draining, broker=broker_ok, draining=self.draining)
+        full = self.full
+        return Readiness(ready=broker_ok and not self.draining and not full, broker=broker_ok, draining=self.draining, full=full)

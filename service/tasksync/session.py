@@ -1,4 +1,5 @@
-"""One WebSocket session: handshake, resume, the reader loop and the writer task.
+"""One WebSocket session: handshake checks, authentication, resume, the reader loop and the
+writer task.
 
 The session owns the socket. The hub only ever puts frames into the connection's outbox; the
 writer here is the one place that awaits the socket for sending.
@@ -8,25 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 
+import msgspec
 from litestar import WebSocket
 
-from .auth import AuthRefused, Handshake
+from .auth import AuthRefused, Handshake, Principal, TokenRequired
 from .broker import BrokerUnavailable, Delivery, Position
 from .hub import CloseRequest, Connection
 from .protocol import (
     BEARER_PREFIX,
     CLOSE_POLICY,
+    CLOSE_RATE_LIMITED,
     CLOSE_SERVICE_RESTART,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHENTICATED,
     CLOSE_UNSUPPORTED_DATA,
     SUBPROTOCOL,
     Auth,
     Connected,
-    Error,
     ProtocolError,
     Resume,
     ResyncRequired,
@@ -34,10 +36,9 @@ from .protocol import (
     decode_client_frame,
     encode,
 )
+from .ratelimit import TokenBucket
 from .service import Service
 from .transport import TRANSPORT_ABORT_KEY
-
-log = logging.getLogger("tasksync.session")
 
 
 class HandshakeRejected(Exception):
@@ -75,25 +76,39 @@ def reconnect_attempts(query: dict[str, str]) -> int | None:
 
 async def run_session(socket: WebSocket, service: Service) -> None:
     metrics = service.metrics
+    if not service.origins.allows(socket.headers.get("origin")):
+        # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
+        metrics.handshakes_refused.labels("origin").inc()
+        await socket.close()
+        return
     offered = offered_subprotocols(socket)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
     query = dict(socket.query_params)
+    token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
+    if token is None and service.settings.token_query_param:
+        token = query.get("token")
+    query.pop("token", None)  # never handed to plugins, never logged by them
+    handshake = Handshake(
+        query=query,
+        headers=dict(socket.headers),
+        client_host=socket.client.host if socket.client else None,
+        token=token,
+    )
+    principal: Principal | None = None
     try:
         if service.draining:
             raise HandshakeRejected(CLOSE_SERVICE_RESTART, "draining", "service restarting: connect to another replica")
+        if service.full:
+            raise HandshakeRejected(CLOSE_TRY_AGAIN_LATER, "process_limit", "server full: try again later")
         if offered and subprotocol is None:
             raise HandshakeRejected(CLOSE_POLICY, "subprotocol", f"unsupported subprotocol: offer {SUBPROTOCOL}")
         resume = resume_request(query)
-        handshake = Handshake(
-            query=query,
-            headers=dict(socket.headers),
-            client_host=socket.client.host if socket.client else None,
-            subprotocol_token=token,
-        )
         try:
-            principal = await service.authenticator.authenticate(handshake)
+            principal = await service.plugins.authenticate(handshake)
+        except TokenRequired:
+            pass  # accepted below; the token must come in the first frame
         except AuthRefused as refused:
+            metrics.auth_failures.labels(refused.reason).inc()
             raise HandshakeRejected(refused.code, refused.reason, refused.message) from None
     except HandshakeRejected as rejected:
         metrics.handshakes_refused.labels(rejected.label).inc()
@@ -103,6 +118,18 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         return
 
     await socket.accept(subprotocols=subprotocol)
+    if principal is None:
+        principal = await _first_frame_auth(socket, service, handshake)
+        if principal is None:
+            return
+    if len(service.hub.connections_of(principal.user_id)) >= service.limits.max_connections_per_user:
+        # The newest connection is refused, not the oldest evicted: evicting would make two
+        # over-limit tabs knock each other out forever as each reconnects.
+        metrics.handshakes_refused.labels("user_limit").inc()
+        limit = service.limits.max_connections_per_user
+        await socket.close(CLOSE_RATE_LIMITED, close_reason(f"too many connections for this user (limit {limit})"))
+        return
+
     attempts = reconnect_attempts(query)
     metrics.connections_opened.labels("new" if attempts is None else "reconnect").inc()
     if attempts is not None:
@@ -112,6 +139,8 @@ async def run_session(socket: WebSocket, service: Service) -> None:
     conn = Connection(principal.user_id, service.settings.outbox_size)
     writer = asyncio.create_task(_write(socket, conn, service))
     conn.abort = _aborter(socket, asyncio.current_task())
+    expiry = _Expiry(conn)
+    expiry.schedule(principal.expires_at)
     try:
         if service.hub.add(conn):
             await service.broker.watch(conn.user_id)
@@ -120,11 +149,12 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         except BrokerUnavailable:
             # Without offsets the stream cannot start honestly; the client retries with backoff.
             conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
-        await _read(socket, conn, service)
+        await _read(socket, conn, service, handshake, expiry)
     except asyncio.CancelledError:
         if conn.closing is None or conn.closing.label != "stalled":
             raise  # a cancellation that is not our own abort (server shutdown) goes on up
     finally:
+        expiry.cancel()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
@@ -132,6 +162,63 @@ async def run_session(socket: WebSocket, service: Service) -> None:
             await service.broker.unwatch(conn.user_id)
         label = conn.closing.label if conn.closing else "client"
         metrics.connections_closed.labels(label).inc()
+
+
+class _Expiry:
+    """Closes the connection with 4001 when its credential expires, unless refreshed first."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._timer: asyncio.TimerHandle | None = None
+
+    def schedule(self, expires_at: float | None) -> None:
+        self.cancel()
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), self._expire)
+
+    def _expire(self) -> None:
+        self.conn.request_close(CloseRequest(CLOSE_UNAUTHENTICATED, "token expired: reconnect with a fresh token", "token_expired"))
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+async def _first_frame_auth(socket: WebSocket, service: Service, handshake: Handshake) -> Principal | None:
+    """Wait for an `auth` frame as the first frame; the principal, or None after closing."""
+    metrics = service.metrics
+    timeout = service.settings.auth_message_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            message = await socket.receive()
+    except TimeoutError:
+        return await _refuse(socket, service, "auth_timeout", f"no auth frame within {timeout:g}s")
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is None or len(text) > service.limits.max_frame_bytes:
+        return await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+    try:
+        frame = decode_client_frame(text)
+    except ProtocolError:
+        frame = None
+    if not isinstance(frame, Auth):
+        return await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+    try:
+        return await service.plugins.authenticate(msgspec.structs.replace(handshake, token=frame.token))
+    except AuthRefused as refused:
+        metrics.auth_failures.labels(refused.reason).inc()
+        await socket.close(refused.code, close_reason(refused.message))
+        return None
+
+
+async def _refuse(socket: WebSocket, service: Service, reason: str, message: str) -> None:
+    service.metrics.auth_failures.labels(reason).inc()
+    await socket.close(CLOSE_UNAUTHENTICATED, close_reason(message))
+    return None
 
 
 async def _open_stream(conn: Connection, service: Service, resume: tuple[int, str] | None, *, first: bool) -> None:
@@ -172,19 +259,25 @@ def _last_seq(replayed: list[Delivery], position: Position) -> int:
     return replayed[-1].seq if replayed else position.seq
 
 
-async def _read(socket: WebSocket, conn: Connection, service: Service) -> None:
+async def _read(socket: WebSocket, conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:
     metrics = service.metrics
+    limits = service.limits
+    bucket = TokenBucket(limits.inbound_messages_per_second, limits.inbound_burst)
     while True:
         message = await socket.receive()
         if message["type"] == "websocket.disconnect":
             return
+        if conn.closing is not None:
+            continue  # frames after we asked to close are read and ignored until the close completes
         text = message.get("text")
         if text is None:
             metrics.client_frames_rejected.labels("binary").inc()
             conn.request_close(CloseRequest(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "unsupported_data"))
             continue
-        if conn.closing is not None:
-            continue  # frames after we asked to close are read and ignored until the close completes
+        if not bucket.allow():
+            metrics.rate_limited.labels("inbound").inc()
+            conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many messages: slow down", "rate_limited"))
+            continue
         limit = service.limits.max_frame_bytes
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
             metrics.client_frames_rejected.labels("too_big").inc()
@@ -203,11 +296,23 @@ async def _read(socket: WebSocket, conn: Connection, service: Service) -> None:
             except BrokerUnavailable:
                 conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         elif isinstance(frame, Auth):
-            metrics.client_frames_rejected.labels("auth_unsupported").inc()
-            conn.outbox.offer(
-                encode(Error(code="invalid_frame", message=f"the {service.authenticator.name} authenticator takes no tokens"))
-            )
+            await _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token), expiry)
         # Pong needs no answer: any inbound frame already proves the client is alive.
+
+
+async def _refresh(conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:
+    """An in-band token refresh: same user, new expiry; anything else ends the connection."""
+    try:
+        principal = await service.plugins.authenticate(handshake)
+    except AuthRefused as refused:
+        service.metrics.auth_failures.labels(refused.reason).inc()
+        conn.request_close(CloseRequest(refused.code, refused.message, "unauthenticated"))
+        return
+    if principal.user_id != conn.user_id:
+        service.metrics.auth_failures.labels("user_mismatch").inc()
+        conn.request_close(CloseRequest(CLOSE_UNAUTHENTICATED, "refreshed token names another user", "unauthenticated"))
+        return
+    expiry.schedule(principal.expires_at)
 
 
 def _aborter(socket: WebSocket, session: asyncio.Task | None):

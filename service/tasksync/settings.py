@@ -78,6 +78,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits_file: Annotated[
         str, _doc("Limits file (YAML/JSON, schema tasksync.io/limits/v1) to load and watch; empty: built-in limits.")
     ] = ""
+    limits_poll_interval: Annotated[
+        float, _doc("Seconds between checks of the limits file for changes.", gt=0)
+    ] = 2.0
     api_keys: Annotated[
         list[str], _doc("API keys accepted on POST /v1/events (comma-separated in the environment).")
     ] = []

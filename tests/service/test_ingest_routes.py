@@ -113,9 +113,12 @@ def test_http_publish_requires_a_configured_api_key(start_service):
 
 
 def test_service_refuses_to_run_development_auth_outside_development_mode(start_service):
-    service = start_service("--dev", "--no-dev", wait_ready=False)
-    assert service.process.wait(20) == 2
+    service = start_service("--auth", "dev", wait_ready=False)
+    assert service.process.wait(20) != 0
     assert "refused outside development mode" in service.log()
+    unconfigured = start_service(wait_ready=False)
+    assert unconfigured.process.wait(20) == 2
+    assert "no auth plugin configured" in unconfigured.log()
 
 
 @pytest.mark.parametrize(

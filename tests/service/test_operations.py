@@ -17,7 +17,14 @@ def test_health_and_readiness(dev_service):
     assert live.status_code == 200 and live.json() == {"status": "ok"}
     ready = httpx.get(dev_service.http + "/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"ready": True, "broker": {"name": "memory", "reachable": True}, "draining": False, "connections": 0}
+    assert ready.json() == {
+        "ready": True,
+        "broker": {"name": "memory", "reachable": True},
+        "draining": False,
+        "full": False,
+        "connections": 0,
+        "limits_generation": 0,
+    }
 
 
 async def test_metrics_count_connections_reconnects_events_deliveries_and_latency(dev_service):

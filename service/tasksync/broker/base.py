@@ -34,6 +34,9 @@ class Delivery:
     received_ns: int | None = None
     # Sockets that still have to write this delivery; the last write observes latency.
     pending_writes: int = field(default=0)
+    # At publish: how many listeners (connections here, or replicas for Redis) it reached;
+    # 0 means the user is connected nowhere, which is what offline notifiers act on.
+    listeners: int = field(default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,8 @@ class Replay:
     resync: Literal["history_gap", "epoch_changed"] | None = None
 
 
-DeliverySink = Callable[[Delivery], None]
+# Queues a delivery on the local connections of its user; returns how many there were.
+DeliverySink = Callable[[Delivery], int]
 
 
 class Broker(abc.ABC):
@@ -105,6 +109,5 @@ class Broker(abc.ABC):
     async def ready(self) -> bool:
         """Whether publish and replay work right now (readiness)."""
 
-    def _emit(self, delivery: Delivery) -> None:
-        if self._sink is not None:
-            self._sink(delivery)
+    def _emit(self, delivery: Delivery) -> int:
+        return self._sink(delivery) if self._sink is not None else 0

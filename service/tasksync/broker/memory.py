@@ -88,7 +88,7 @@ class MemoryBroker(Broker):
         )
         log.history.append((now, delivery))
         self._trim(log, now)
-        self._emit(delivery)
+        delivery.listeners = self._emit(delivery)
         return delivery
 
     async def position(self, user_id: str) -> Position:

@@ -50,8 +50,8 @@ end
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[5], 't', ARGV[6], 'p', epoch)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('PUBLISH', ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])
-return {seq, epoch}
+local listeners = redis.call('PUBLISH', ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])
+return {seq, epoch, listeners}
 """
 
 # KEYS: epoch, seq, history. ARGV: candidate epoch, first wanted seq.
@@ -185,9 +185,10 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {exc}") from exc
         if result is None:
             return None
-        seq, epoch = int(result[0]), result[1].decode()
-        # The local hub gets this event through its channel like every other replica does.
-        return Delivery(event.user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id)
+        seq, epoch, listeners = int(result[0]), result[1].decode(), int(result[2])
+        # The local hub gets this event through its channel like every other replica does;
+        # `listeners` counts the replicas subscribed to the user's channel.
+        return Delivery(event.user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, listeners=listeners)
 
     async def _read_state(self, user_id: str, first_wanted: int) -> tuple[str, int, list[Any]]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from litestar import Request, Response, post
 
@@ -24,14 +25,22 @@ async def publish_events(request: Request) -> Response:
     service = service_of(request)
     metrics = service.metrics
     keys = service.settings.api_keys
+    # In development mode without keys every caller shares one rate-limit bucket.
+    caller = "anonymous"
     if keys or not service.settings.dev:
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not any(same_secret(given.strip(), key) for key in keys):
+        matched = next((key for key in keys if same_secret(given.strip(), key)), None)
+        if scheme.lower() != "bearer" or matched is None:
             metrics.ingest_errors.labels("http", "unauthorized").inc()
             return _error(
                 401, "unauthorized", "send 'Authorization: Bearer <API key>'", {"WWW-Authenticate": "Bearer"}
             )
+        caller = matched
+    if not service.publish_buckets.allow(caller):
+        metrics.rate_limited.labels("publish").inc()
+        wait = max(1, math.ceil(service.publish_buckets.retry_after(caller)))
+        return _error(429, "rate_limited", "too many publish requests for this API key", {"Retry-After": str(wait)})
     raw = await read_body(request)
     if raw is None:
         metrics.ingest_errors.labels("http", "too_large").inc()

@@ -1,0 +1,155 @@
+"""`jwt`: bearer JWTs, HS256 with a shared secret and RS256/ES256 from a JWKS URL.
+
+Settings (environment): TASKSYNC_JWT_SECRET, TASKSYNC_JWT_JWKS_URL (at least one),
+TASKSYNC_JWT_AUDIENCE, TASKSYNC_JWT_ISSUER (checked when set), TASKSYNC_JWT_USER_CLAIM ("sub"),
+TASKSYNC_JWT_LEEWAY (30 s of clock skew), TASKSYNC_JWT_JWKS_MIN_REFRESH (30 s between JWKS
+fetches, so a flood of tokens with made-up key ids cannot make us hammer the key server),
+TASKSYNC_JWT_MAX_TOKEN_BYTES (8192).
+
+The algorithm decides the key, never the other way round: HS256 is verified only with the
+secret and RS256/ES256 only with a JWKS key of that type, so `alg: none` and HS/RS confusion
+(an HS256 token "signed" with the public key) are refused. `exp` is required.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+import jwt
+import msgspec
+
+from tasksync import hookimpl
+from tasksync.auth import AuthRefused, Handshake, Principal, TokenRequired
+from tasksync.plugins import PluginContext, PluginError
+
+log = logging.getLogger("tasksync.jwt")
+STASH = "jwt"
+SECRET_ALGORITHMS = ("HS256",)
+JWKS_ALGORITHMS = ("RS256", "ES256")
+
+
+class JwtSettings(msgspec.Struct, kw_only=True):
+    secret: str = ""
+    jwks_url: str = ""
+    audience: str = ""
+    issuer: str = ""
+    user_claim: str = "sub"
+    leeway: float = 30.0
+    jwks_min_refresh: float = 30.0
+    max_token_bytes: int = 8192
+
+
+class KeySet:
+    """JWKS keys by `kid`, fetched on demand and refreshed on an unknown `kid` at most once per
+    `min_refresh` seconds."""
+
+    def __init__(self, url: str, min_refresh: float) -> None:
+        self.url = url
+        self.min_refresh = min_refresh
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._client = httpx.AsyncClient(timeout=5)
+
+    async def key(self, kid: str | None) -> jwt.PyJWK | None:
+        if kid in self._keys:
+            return self._keys[kid]
+        if time.monotonic() - self._fetched_at >= self.min_refresh:
+            await self._fetch()
+        return self._keys.get(kid) if kid is not None else None
+
+    async def _fetch(self) -> None:
+        self._fetched_at = time.monotonic()
+        try:
+            response = await self._client.get(self.url)
+            response.raise_for_status()
+            keys = jwt.PyJWKSet.from_dict(response.json()).keys
+        except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
+            log.warning("cannot fetch JWKS from %s: %s", self.url, exc)
+            return
+        self._keys = {key.key_id: key for key in keys if key.key_id}
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class _Verifier:
+    def __init__(self, settings: JwtSettings) -> None:
+        self.settings = settings
+        self.keys = KeySet(settings.jwks_url, settings.jwks_min_refresh) if settings.jwks_url else None
+
+    async def verify(self, token: str) -> Principal:
+        s = self.settings
+        if len(token) > s.max_token_bytes:
+            raise AuthRefused("oversized", f"token longer than {s.max_token_bytes} bytes")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise AuthRefused("malformed", "token is not a JWT") from None
+        algorithm = header.get("alg")
+        key: Any
+        if algorithm in SECRET_ALGORITHMS and s.secret:
+            key = s.secret
+        elif algorithm in JWKS_ALGORITHMS and self.keys is not None:
+            jwk = await self.keys.key(header.get("kid"))
+            if jwk is None:
+                raise AuthRefused("unknown_key", "token signed with an unknown key id")
+            if jwk.algorithm_name != algorithm:
+                raise AuthRefused("alg_not_allowed", f"key {header.get('kid')!r} is not a {algorithm} key")
+            key = jwk.key
+        else:
+            raise AuthRefused("alg_not_allowed", f"algorithm {algorithm!r} is not accepted")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=s.audience or None,
+                issuer=s.issuer or None,
+                leeway=s.leeway,
+                options={"require": ["exp"], "verify_aud": bool(s.audience)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthRefused("expired", "token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthRefused("not_yet_valid", "token not valid yet (nbf/iat)") from None
+        except jwt.InvalidAudienceError:
+            raise AuthRefused("wrong_audience", "token audience does not match") from None
+        except jwt.InvalidIssuerError:
+            raise AuthRefused("wrong_issuer", "token issuer does not match") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthRefused("missing_claim", f"token has no {exc.claim!r} claim") from None
+        except jwt.InvalidSignatureError:
+            raise AuthRefused("bad_signature", "token signature does not verify") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthRefused("invalid_token", f"token rejected: {type(exc).__name__}") from None
+        user = claims.get(s.user_claim)
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = str(user)
+        if not isinstance(user, str) or not user:
+            raise AuthRefused("missing_claim", f"token has no {s.user_claim!r} claim")
+        return Principal(user_id=user, expires_at=float(claims["exp"]))
+
+
+@hookimpl
+def tasksync_startup(ctx: PluginContext) -> None:
+    settings = ctx.plugin_settings("TASKSYNC_JWT_", JwtSettings)
+    if not settings.secret and not settings.jwks_url:
+        raise PluginError("jwt auth needs TASKSYNC_JWT_SECRET (HS256) or TASKSYNC_JWT_JWKS_URL (RS256/ES256)")
+    ctx.stash[STASH] = _Verifier(settings)
+
+
+@hookimpl
+async def tasksync_shutdown(ctx: PluginContext) -> None:
+    verifier = ctx.stash.pop(STASH)
+    if verifier.keys is not None:
+        await verifier.keys.close()
+
+
+@hookimpl
+async def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal:
+    if handshake.token is None:
+        raise TokenRequired()
+    return await ctx.stash[STASH].verify(handshake.token)

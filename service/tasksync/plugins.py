@@ -1,0 +1,172 @@
+"""Loading and calling plugins: entry points, time boxes, and error accounting.
+
+The hooks themselves and their contracts are in hookspecs.py. This module is the only caller:
+it awaits what implementations return, bounds every call by `plugin_timeout`, and turns a
+plugin's exception into a log line and a metric instead of a failure of the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import typing
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+import msgspec
+import pluggy
+
+from . import hookspecs
+from .auth import AuthRefused, Handshake, Principal, TokenRequired
+from .events import Notification, TaskEvent
+from .metrics import Metrics
+from .protocol import CLOSE_INTERNAL
+from .settings import Settings
+
+log = logging.getLogger("tasksync.plugins")
+
+ENTRY_POINT_GROUP = "tasksync"
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class PluginError(Exception):
+    """A plugin cannot work as configured; raised from `tasksync_startup` it stops the service."""
+
+
+class PluginContext:
+    """What a hook receives besides its arguments: settings, environment, metrics and a stash."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, environ: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.environ = environ
+        # Per-service plugin state, under a key of each plugin's own (like pytest's config.stash).
+        self.stash: dict[str, Any] = {}
+
+    def plugin_settings(self, prefix: str, struct_type: type[S]) -> S:
+        """A plugin's own settings from `<prefix><FIELD>` environment variables, e.g.
+        TASKSYNC_JWT_SECRET for field `secret` with prefix TASKSYNC_JWT_. Lists are
+        comma-separated. Raises PluginError naming the variable that is wrong."""
+        values: dict[str, Any] = {}
+        hints = typing.get_type_hints(struct_type)
+        for name in struct_type.__struct_fields__:
+            raw = self.environ.get(prefix + name.upper())
+            if raw is None:
+                continue
+            if typing.get_origin(hints[name]) is list:
+                values[name] = [item.strip() for item in raw.split(",") if item.strip()]
+            else:
+                values[name] = raw
+        try:
+            return msgspec.convert(values, struct_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise PluginError(f"invalid {prefix}* setting: {exc}") from exc
+
+
+def installed_plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+class Plugins:
+    def __init__(self, settings: Settings, metrics: Metrics, environ: Mapping[str, str] | None = None) -> None:
+        self.ctx = PluginContext(settings, metrics, os.environ if environ is None else environ)
+        self.metrics = metrics
+        self.timeout = settings.plugin_timeout
+        auth = settings.auth or ("dev" if settings.dev else "")
+        if not auth:
+            raise PluginError("no auth plugin configured: set TASKSYNC_AUTH (jwt, header, ...) or run with --dev")
+        self.auth_name = auth
+        self.order = [auth, *[n for n in settings.notifiers if n != auth]]
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        available = installed_plugins()
+        for name in self.order:
+            if name not in available:
+                known = ", ".join(sorted(available)) or "none"
+                raise PluginError(f"unknown plugin {name!r}; installed plugins: {known}")
+            self._pm.register(available[name].load(), name=name)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        for impl in self._impls("tasksync_startup"):
+            result = impl.function(ctx=self.ctx)
+            if inspect.isawaitable(result):
+                await result
+        log.info("plugins: auth=%s notifiers=%s", self.auth_name, ",".join(self.order[1:]) or "none")
+
+    async def shutdown(self) -> None:
+        for impl in self._impls("tasksync_shutdown"):
+            await self._call(impl, "tasksync_shutdown", ctx=self.ctx)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    async def authenticate(self, handshake: Handshake) -> Principal:
+        """The principal for a handshake; raises AuthRefused (or TokenRequired)."""
+        for impl in self._impls("tasksync_authenticate"):
+            try:
+                result = await self._call(impl, "tasksync_authenticate", raise_refusals=True, ctx=self.ctx, handshake=handshake)
+            except _HookFailed:
+                raise AuthRefused("plugin_error", "authentication is unavailable; try again later", CLOSE_INTERNAL) from None
+            if result is not None:
+                return result
+        raise AuthRefused("no_principal", "no auth plugin accepted the handshake")
+
+    async def notification(self, event: TaskEvent) -> Notification | None:
+        for impl in self._impls("tasksync_notification"):
+            try:
+                result = await self._call(impl, "tasksync_notification", ctx=self.ctx, event=event)
+            except _HookFailed:
+                continue
+            if result is not None:
+                return result
+        return None
+
+    async def offline_event(self, event: TaskEvent) -> None:
+        calls = [
+            self._call(impl, "tasksync_offline_event", ctx=self.ctx, event=event)
+            for impl in self._impls("tasksync_offline_event")
+        ]
+        if calls:
+            await asyncio.gather(*calls, return_exceptions=True)
+
+    @property
+    def has_offline_notifiers(self) -> bool:
+        return bool(self._impls("tasksync_offline_event"))
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """Implementations in the order the plugins are configured (pluggy's own is LIFO)."""
+        impls = getattr(self._pm.hook, hook).get_hookimpls()
+        return sorted(impls, key=lambda impl: self.order.index(impl.plugin_name))
+
+    async def _call(self, impl: pluggy.HookImpl, hook: str, *, raise_refusals: bool = False, **kwargs: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = impl.function(**kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+        except (AuthRefused, TokenRequired):
+            if raise_refusals:
+                raise
+            self._failed(impl.plugin_name, hook, "error", "raised AuthRefused outside authentication")
+            raise _HookFailed from None
+        except TimeoutError:
+            self._failed(impl.plugin_name, hook, "timeout", f"no answer within {self.timeout}s")
+            raise _HookFailed from None
+        except Exception as exc:  # a plugin's bug must not become the service's
+            self._failed(impl.plugin_name, hook, "error", f"{type(exc).__name__}: {exc}", exc)
+            raise _HookFailed from None
+
+    def _failed(self, plugin: str, hook: str, kind: str, what: str, exc: BaseException | None = None) -> None:
+        self.metrics.plugin_errors.labels(plugin, hook, kind).inc()
+        log.error("plugin %r failed in %s: %s", plugin, hook, what, exc_info=exc)
+
+
+class _HookFailed(Exception):
+    """A hook call that raised or timed out; already logged and counted."""
