@@ -130,7 +130,8 @@ class _Verifier:
             user = str(user)
         if not isinstance(user, str) or not user:
             raise AuthRefused("missing_claim", f"token has no {s.user_claim!r} claim")
-        return Principal(user_id=user, expires_at=float(claims["exp"]))
+        # The leeway that admitted the token also extends its life: both absorb the same skew.
+        return Principal(user_id=user, expires_at=float(claims["exp"]) + s.leeway)
 
 
 @hookimpl

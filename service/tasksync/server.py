@@ -13,6 +13,7 @@ from .app import create_app
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
+from .transport import WebSocketProtocol
 
 log = logging.getLogger("tasksync.server")
 
@@ -60,6 +61,7 @@ def run(settings: Settings) -> None:
         # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
         ws_max_size=max(1 << 20, settings.max_frame_bytes),
         lifespan="on",
+        ws=WebSocketProtocol,
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         timeout_graceful_shutdown=5,
     )

@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from . import redact
 from .broker import Broker, create_broker
 from .events import TaskEvent
 from .hub import CloseRequest, Hub
@@ -76,6 +77,8 @@ class Service:
         self.metrics.limits_generation.set(limits_file.generation)
 
     async def start(self) -> None:
+        # By now uvicorn and Litestar have set up their log handlers: filter them all.
+        redact.install()
         if self.settings.dev:
             log.warning(
                 "DEVELOPMENT MODE: any client can claim any user with ?user_id=...; never run this in production"
