@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.logging.config import LoggingConfig
 
+from .demo import demo_route_handlers
 from .routes.dapr import dapr_route_handlers
 from .routes.ops import health, metrics, ready
 from .routes.publish import publish_events
@@ -29,7 +30,8 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             await service.stop()
 
     app = Litestar(
-        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, *dapr_route_handlers(service.settings)],
+        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, *dapr_route_handlers(service.settings)]
+        + (demo_route_handlers(service.settings) if service.settings.dev else []),
         lifespan=[lifespan],
         middleware=[transport_abort_middleware],
         request_max_body_size=service.settings.max_body_bytes,

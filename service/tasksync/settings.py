@@ -32,6 +32,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "when no API key is set, and the demo app is served. Never in production."
         ),
     ] = False
+    demo_db: Annotated[
+        str,
+        _doc(
+            "SQLite file of the demo app's tasks API (development mode only); "
+            "empty: tasksync-demo.sqlite3 in the system temp directory."
+        ),
+    ] = ""
     broker: Annotated[str, _doc("Broker: 'memory' (one process) or a redis:// URL (many replicas).")] = "memory"
     heartbeat_interval: Annotated[float, _doc("Seconds between ping frames to each socket.", gt=0)] = 25.0
     history_size: Annotated[int, _doc("Events kept per user for resume.", ge=1)] = 1000
