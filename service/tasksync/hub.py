@@ -81,7 +81,9 @@ _connection_ids = itertools.count(1)
 class Connection:
     """Per-socket delivery state. The socket itself belongs to the session."""
 
-    __slots__ = ("id", "user_id", "outbox", "closing", "sending_since", "abort", "_replaying", "_held")
+    __slots__ = (
+        "id", "user_id", "outbox", "closing", "sending_since", "abort", "epoch", "last_taken_seq", "_replaying", "_held"
+    )
 
     def __init__(self, user_id: str, outbox_size: int) -> None:
         self.id = f"c-{next(_connection_ids):x}"
@@ -93,6 +95,10 @@ class Connection:
         self.sending_since = 0.0
         # Set by the session: tear the connection down without a closing handshake.
         self.abort: Callable[[], None] | None = None
+        # The epoch of this connection's stream, and the newest seq its writer has taken from
+        # the outbox: where a server-side catch-up resumes it from.
+        self.epoch = ""
+        self.last_taken_seq = 0
         # While a resume replays history, live deliveries are held back so that nothing
         # overtakes the replay; `end_replay` releases them in order without duplicates.
         self._replaying = True
@@ -127,10 +133,19 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, metrics: Metrics, outbound: BucketsByKey | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        outbound: BucketsByKey | None = None,
+        on_deferred: Callable[[str, float], None] | None = None,
+    ) -> None:
         self.metrics = metrics
         # Outbound events per user per second; None: unlimited.
         self.outbound = outbound
+        # Users whose live deliveries are deferred until a catch-up (see `deliver`), and who
+        # to tell when a user starts being deferred: (user, seconds until a token is back).
+        self.deferred: set[str] = set()
+        self.on_deferred = on_deferred
         self._by_user: dict[str, set[Connection]] = {}
         self.connection_count = 0
 
@@ -162,13 +177,21 @@ class Hub:
         """The broker's sink: queue a delivery on every connection of its user. Returns how
         many connections it was queued on.
 
-        Past the user's outbound rate the live delivery is dropped and counted. It stays in
-        history, and its `seq` leaves a visible gap, so a client that resumes gets it back."""
-        conns = self._by_user.get(delivery.user_id)
+        Past the user's outbound rate, live deliveries are deferred (and counted): the user's
+        connections are caught up from history in one batch once the rate allows, in order and
+        without gaps. Every deferred event is still delivered; floods arrive coalesced."""
+        user_id = delivery.user_id
+        conns = self._by_user.get(user_id)
         if not conns:
             return 0
-        if self.outbound is not None and not self.outbound.allow(delivery.user_id):
+        if user_id in self.deferred:
             self.metrics.rate_limited.labels("outbound").inc()
+            return len(conns)
+        if self.outbound is not None and not self.outbound.allow(user_id):
+            self.metrics.rate_limited.labels("outbound").inc()
+            self.deferred.add(user_id)
+            if self.on_deferred is not None:
+                self.on_deferred(user_id, self.outbound.retry_after(user_id))
             return len(conns)
         delivery.pending_writes = len(conns)
         for conn in conns:

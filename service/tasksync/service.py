@@ -15,7 +15,7 @@ from typing import Literal
 import msgspec
 
 from . import redact
-from .broker import Broker, create_broker
+from .broker import Broker, BrokerUnavailable, create_broker
 from .events import TaskEvent
 from .hub import CloseRequest, Hub
 from .limits import Limits, LimitsFile
@@ -23,9 +23,10 @@ from .limits_watch import LimitsWatcher
 from .metrics import Metrics
 from .origins import OriginPolicy
 from .plugins import Plugins
-from .protocol import CLOSE_SERVICE_RESTART
+from .protocol import CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER
 from .ratelimit import BucketsByKey
 from .settings import Settings
+from .stream import open_stream
 
 log = logging.getLogger("tasksync")
 
@@ -50,7 +51,9 @@ class Service:
         limits = self.limits
         self.publish_buckets = BucketsByKey(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
         self.hub = Hub(
-            self.metrics, BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+            self.metrics,
+            BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user),
+            on_deferred=self._schedule_catch_up,
         )
         self.broker = broker or create_broker(
             settings.broker,
@@ -107,6 +110,23 @@ class Service:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _schedule_catch_up(self, user_id: str, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, lambda: self._spawn(self._catch_up(user_id)))
+
+    async def _catch_up(self, user_id: str) -> None:
+        """Deliver what the outbound rate limit deferred, from history, as one batch per
+        connection. Every connection enters replay mode before the first await, so a live
+        event arriving meanwhile waits behind the catch-up instead of overtaking it."""
+        conns = self.hub.connections_of(user_id)
+        self.hub.deferred.discard(user_id)
+        for conn in conns:
+            conn.begin_replay()
+        for conn in conns:
+            try:
+                await open_stream(conn, self, (conn.last_taken_seq, conn.epoch), first=False, client_resume=False)
+            except BrokerUnavailable:
+                conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
 
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012

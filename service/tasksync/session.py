@@ -15,7 +15,7 @@ import msgspec
 from litestar import WebSocket
 
 from .auth import AuthRefused, Handshake, Principal, TokenRequired
-from .broker import BrokerUnavailable, Delivery, Position
+from .broker import BrokerUnavailable, Delivery
 from .hub import CloseRequest, Connection
 from .protocol import (
     BEARER_PREFIX,
@@ -28,16 +28,15 @@ from .protocol import (
     CLOSE_UNSUPPORTED_DATA,
     SUBPROTOCOL,
     Auth,
-    Connected,
     ProtocolError,
     Resume,
-    ResyncRequired,
     close_reason,
     decode_client_frame,
     encode,
 )
 from .ratelimit import TokenBucket
 from .service import Service
+from .stream import open_stream
 from .transport import TRANSPORT_ABORT_KEY
 
 
@@ -145,7 +144,7 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         if service.hub.add(conn):
             await service.broker.watch(conn.user_id)
         try:
-            await _open_stream(conn, service, resume, first=True)
+            await open_stream(conn, service, resume, first=True)
         except BrokerUnavailable:
             # Without offsets the stream cannot start honestly; the client retries with backoff.
             conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
@@ -221,44 +220,6 @@ async def _refuse(socket: WebSocket, service: Service, reason: str, message: str
     return None
 
 
-async def _open_stream(conn: Connection, service: Service, resume: tuple[int, str] | None, *, first: bool) -> None:
-    """Queue `connected` (first time only), then any resync notice and replay, then release
-    the live deliveries held while this ran. Nothing is awaited between the replay and the
-    release, so no live event can slip between them."""
-    broker = service.broker
-    replayed: list[Delivery] = []
-    resync = None
-    if resume is None:
-        position = await broker.position(conn.user_id)
-    else:
-        replay = await broker.replay(conn.user_id, *resume)
-        position, resync, replayed = replay.position, replay.resync, replay.deliveries
-    if first:
-        conn.outbox.offer(
-            encode(
-                Connected(
-                    user_id=conn.user_id,
-                    connection_id=conn.id,
-                    seq=position.seq,
-                    epoch=position.epoch,
-                    heartbeat_interval=service.settings.heartbeat_interval,
-                    resumed=resume is not None and resync is None,
-                )
-            )
-        )
-    if resume is not None:
-        service.metrics.resume_outcomes.labels("resync" if resync else "recovered").inc()
-    if resync is not None:
-        conn.outbox.offer(encode(ResyncRequired(reason=resync, seq=position.seq, epoch=position.epoch)))
-    ok = all(conn.outbox.offer(d) for d in replayed)
-    if not (conn.end_replay(_last_seq(replayed, position)) and ok):
-        service.hub.close_slow_consumer(conn)
-
-
-def _last_seq(replayed: list[Delivery], position: Position) -> int:
-    return replayed[-1].seq if replayed else position.seq
-
-
 async def _read(socket: WebSocket, conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:
     metrics = service.metrics
     limits = service.limits
@@ -292,7 +253,7 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, handshake
         if isinstance(frame, Resume):
             conn.begin_replay()
             try:
-                await _open_stream(conn, service, (frame.since, frame.epoch), first=False)
+                await open_stream(conn, service, (frame.since, frame.epoch), first=False)
             except BrokerUnavailable:
                 conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         elif isinstance(frame, Auth):
@@ -342,6 +303,7 @@ async def _write(socket: WebSocket, conn: Connection, service: Service) -> None:
             conn.sending_since = 0.0
             return
         if isinstance(item, Delivery):
+            conn.last_taken_seq = item.seq
             await send({"type": "websocket.send", "text": item.frame})
             conn.sending_since = 0.0
             metrics.events_delivered.inc()

@@ -107,30 +107,6 @@ def test_publish_requests_past_the_burst_per_api_key_get_429(start_service, tmp_
     assert httpx.post(url, json=payload("u"), headers={"authorization": "Bearer two"}).status_code == 202
 
 
-async def test_outbound_excess_is_dropped_counted_and_recovered_by_resume(start_service, tmp_path):
-    limits = tmp_path / "limits.yaml"
-    write_limits(limits, 1, outbound_events_per_second_per_user=1, outbound_burst_per_user=3)
-    service = start_service("--dev", "--limits-file", str(limits))
-    client = SyncClient(service.ws, user_id="flooded")
-    await client.connect()
-    await publish_http(service, [payload("flooded", n=n) for n in range(10)])
-    live = [await next_update(client) for _ in range(3)]
-    assert [u.seq for u in live] == [1, 2, 3]
-    await eventually(lambda: value(service, "tasksync_rate_limited_total", direction="outbound") == 7, what="7 dropped")
-    # The dropped events are in history: a resume brings them back, in order.
-    await client.close()
-    await client.connect()
-    replayed = []
-    async with asyncio.timeout(5):
-        while len(replayed) < 7:
-            frame = await client.receive()
-            assert not isinstance(frame, ResyncRequired)
-            if isinstance(frame, TaskUpdate):
-                replayed.append(frame.seq)
-    assert replayed == list(range(4, 11))
-    await client.close()
-
-
 # -- the limits file -------------------------------------------------------------------------
 
 
@@ -170,3 +146,21 @@ async def test_an_unreadable_limits_file_keeps_the_previous_limits(start_service
     await eventually(lambda: value(service, "tasksync_limits_reloads_total", outcome="unreadable") == 1,
                      what="the unreadable file counted")
     assert ready(service)["limits_generation"] == 4
+
+
+async def test_outbound_flood_is_deferred_and_caught_up_in_order_without_a_reconnect(start_service, tmp_path):
+    limits = tmp_path / "limits.yaml"
+    write_limits(limits, 1, outbound_events_per_second_per_user=2, outbound_burst_per_user=3)
+    service = start_service("--dev", "--limits-file", str(limits))
+    async with SyncClient(service.ws, user_id="flood") as client:
+        await publish_http(service, [payload("flood", n=n) for n in range(12)])
+        received = []
+        async with asyncio.timeout(10):
+            while len(received) < 12:
+                frame = await client.receive()
+                assert not isinstance(frame, ResyncRequired)
+                if isinstance(frame, TaskUpdate):
+                    received.append(frame.seq)
+        assert received == list(range(1, 13))
+        assert client.connections == 1
+    assert value(service, "tasksync_rate_limited_total", direction="outbound") == 9

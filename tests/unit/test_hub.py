@@ -108,3 +108,23 @@ async def test_outbox_take_waits_for_an_item():
     assert not taker.done()
     outbox.offer("x")
     assert await asyncio.wait_for(taker, 1) == "x"
+
+
+def test_outbound_limit_defers_the_user_until_a_catch_up_and_says_when():
+    from tasksync.ratelimit import BucketsByKey
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    told: list[tuple[str, float]] = []
+    hub = Hub(Metrics(), BucketsByKey(rate=2, burst=2, clock=Clock()), on_deferred=lambda u, d: told.append((u, d)))
+    conn = live("a")
+    hub.add(conn)
+    for seq in (1, 2, 3, 4):
+        hub.deliver(delivery("a", seq))
+    assert [d.seq for d in drained(conn)] == [1, 2]
+    assert hub.deferred == {"a"}
+    assert told == [("a", 0.5)]  # told once, with the wait for the next token

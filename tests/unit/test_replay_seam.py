@@ -18,7 +18,7 @@ from tasksync.broker import Delivery, MemoryBroker
 from tasksync.events import TaskEvent
 from tasksync.hub import Connection
 from tasksync.service import Service
-from tasksync.session import _open_stream
+from tasksync.stream import open_stream
 from tasksync.settings import Settings
 
 USER = "u"
@@ -108,7 +108,7 @@ async def _run(plan, data) -> None:
     async def connect() -> Connection:
         new = Connection(USER, 100_000)
         service.hub.add(new)
-        await _open_stream(new, service, client.resume_point(), first=True)
+        await open_stream(new, service, client.resume_point(), first=True)
         return new
 
     def read(conn: Connection, count: int) -> None:
@@ -135,7 +135,7 @@ async def _run(plan, data) -> None:
                 conn = await connect()
             else:
                 conn.begin_replay()
-                await _open_stream(conn, service, client.resume_point(), first=False)
+                await open_stream(conn, service, client.resume_point(), first=False)
     if conn is None:
         conn = await connect()
     read(conn, 1_000_000)
