@@ -135,12 +135,13 @@ def setting_docs() -> list[SettingDoc]:
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    types = typing.get_type_hints(Settings)
     for name in Settings.__struct_fields__:
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is None:
             continue
-        if name == "api_keys":
-            values[name] = [key.strip() for key in raw.split(",") if key.strip()]
+        if typing.get_origin(types[name]) is list:
+            values[name] = [item.strip() for item in raw.split(",") if item.strip()]
         else:
             values[name] = raw
     return values

@@ -45,6 +45,8 @@ class ServiceProcess:
         os.close(handle)
         self.log_path = Path(name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
+        # Tests that leave sockets open should not wait out the 10 s production drain window.
+        env["TASKSYNC_DRAIN_WINDOW"] = "1"
         env.update(self.env)
         cmd = [sys.executable, "-m", "tasksync.cli", "serve", "--port", str(self.port), *self.args]
         with open(self.log_path, "wb") as log:
@@ -73,4 +75,6 @@ class ServiceProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            # Shown with the test's output if it fails: a service that ignores SIGTERM is a bug.
+            print(f"tasksync on port {self.port} did not exit {timeout}s after signal {sig}; killed")
             return self.process.wait(5)

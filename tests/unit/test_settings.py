@@ -18,8 +18,17 @@ def test_precedence_is_defaults_then_file_then_environment_then_flags(tmp_path):
 
 
 def test_environment_lists_and_booleans():
-    settings = load_settings(environ={"TASKSYNC_API_KEYS": "a, b,,c", "TASKSYNC_DEV": "1"})
+    settings = load_settings(
+        environ={
+            "TASKSYNC_API_KEYS": "a, b,,c",
+            "TASKSYNC_DEV": "1",
+            "TASKSYNC_ALLOWED_ORIGINS": "https://a.test,https://*.b.test",
+            "TASKSYNC_NOTIFIERS": "toast,webhook",
+        }
+    )
     assert settings.api_keys == ["a", "b", "c"] and settings.dev is True
+    assert settings.allowed_origins == ["https://a.test", "https://*.b.test"]
+    assert settings.notifiers == ["toast", "webhook"]
 
 
 def test_config_file_from_the_environment(tmp_path):
