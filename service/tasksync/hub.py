@@ -149,6 +149,10 @@ class Hub:
         self._by_user: dict[str, set[Connection]] = {}
         self.connection_count = 0
 
+    @property
+    def user_count(self) -> int:
+        return len(self._by_user)
+
     def connections_of(self, user_id: str) -> frozenset[Connection]:
         return frozenset(self._by_user.get(user_id, ()))
 

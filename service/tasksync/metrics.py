@@ -121,6 +121,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # Leak detectors: both return to their idle values when every socket has closed.
+        self.asyncio_tasks = Gauge(
+            "tasksync_asyncio_tasks", "asyncio tasks alive in this process (one writer per socket).", registry=r
+        )
+        self.connected_users = Gauge(
+            "tasksync_connected_users", "Users with at least one live connection in this process.", registry=r
+        )
         self.delivery_latency = Histogram(
             "tasksync_delivery_latency_seconds",
             "Time from ingest of an event to the last socket write of it in this process.",

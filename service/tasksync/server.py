@@ -13,7 +13,7 @@ from .app import create_app
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
-from .transport import WebSocketProtocol
+from .transport import WebSocketProtocol, http_protocol
 
 log = logging.getLogger("tasksync.server")
 
@@ -62,6 +62,9 @@ def run(settings: Settings) -> None:
         ws_max_size=max(1 << 20, settings.max_frame_bytes),
         lifespan="on",
         ws=WebSocketProtocol,
+        http=http_protocol(
+            settings.handshake_timeout, service.metrics.handshakes_refused.labels("handshake_timeout").inc
+        ),
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         timeout_graceful_shutdown=5,
     )

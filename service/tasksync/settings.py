@@ -76,6 +76,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         list[str],
         _doc("Browser origins allowed to open /ws (exact, or https://*.example.com patterns); empty: any origin."),
     ] = []
+    handshake_timeout: Annotated[
+        float, _doc("Seconds a client may take to send a request's headers before it is cut off (slowloris).", gt=0)
+    ] = 10.0
     auth_message_timeout: Annotated[
         float, _doc("Seconds a socket may stay unauthenticated waiting for its first 'auth' frame.", gt=0)
     ] = 5.0

@@ -1,4 +1,4 @@
-"""TaskSync's two adaptations of uvicorn's WebSocket transport.
+"""TaskSync's adaptations of uvicorn's transports.
 
 1. Aborting a connection whose peer stopped reading. ASGI has no way to abort a connection:
    every send, including the close frame, waits until the peer reads. uvicorn's `send` is a
@@ -9,11 +9,19 @@
    oversized token in Sec-WebSocket-Protocol, say) the websockets parser prepares a 431
    response, but uvicorn's sans-I/O protocol never writes it and the connection hangs open.
    `WebSocketProtocol` writes it and closes.
+3. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
+   client that trickles them holds a connection and a file descriptor indefinitely.
+   `http_protocol()` closes a connection whose request headers are not complete within the
+   handshake timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from litestar.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
@@ -38,3 +46,42 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.handshake_complete and self.conn.handshake_exc is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+
+def http_protocol(handshake_timeout: float, on_timeout: Callable[[], None]) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline on every request's headers."""
+
+    class HeaderDeadlineProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()  # each request on a kept-alive connection gets its own deadline
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(handshake_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            on_timeout()
+            self.transport.close()
+
+    return HeaderDeadlineProtocol
