@@ -133,6 +133,7 @@ def test_bad_input_is_refused_with_a_reason(demo):
         ("POST", tasks_url(demo, "alice"), b'{"title": 7}', 422, "invalid_title"),
         ("POST", tasks_url(demo, "alice"), b'{"title": "%s"}' % (b"x" * 501), 422, "invalid_title"),
         ("POST", tasks_url(demo, "alice"), b'{"title": "ok", "done": true}', 422, "unknown_field"),
+        ("POST", tasks_url(demo, "alice"), b'{"title": "%s"}' % (b"x" * 1_100_000), 413, "too_large"),
         ("PATCH", one, b"{}", 422, "empty_change"),
         ("PATCH", one, b'{"completed": 1}', 422, "invalid_completed"),
         ("PATCH", one, b'{"completed": "yes"}', 422, "invalid_completed"),
@@ -146,7 +147,7 @@ def test_bad_input_is_refused_with_a_reason(demo):
     ]
     for method, url, body, status, reason in cases:
         response = httpx.request(method, url, content=body, headers=JSON)
-        where = f"{method} {url} {body!r}"
+        where = f"{method} {url} {body[:80]!r}" if body else f"{method} {url}"
         assert response.status_code == status, f"{where}: {response.status_code} {response.text}"
         answer = response.json()
         assert answer["error"] == reason and answer["message"], f"{where}: {answer}"

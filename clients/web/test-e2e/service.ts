@@ -15,22 +15,28 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** Calls `probe` until it returns a truthy value; fails naming `what` after `timeoutMs`. */
+export interface WaitOptions {
+  timeoutMs?: number;
+  intervalMs?: number;
+  /** Named in the failure message. */
+  what?: string;
+}
+
+/**
+ * Calls `probe` until it returns a truthy value; fails naming `what` after `timeoutMs`. A probe
+ * that throws ends the wait at once with its error: it knows the condition can no longer come.
+ */
 export async function waitFor<T>(
   probe: () => T | Promise<T>,
-  { timeoutMs = 10_000, intervalMs = 20, what = 'condition' }: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+  { timeoutMs = 10_000, intervalMs = 20, what = 'condition' }: WaitOptions = {},
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
-  let last: unknown;
   for (;;) {
-    try {
-      const value = await probe();
-      if (value) return value as NonNullable<T>;
-      last = value;
-    } catch (error) {
-      last = error;
+    const last = await probe();
+    if (last) return last as NonNullable<T>;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${String(last)}`);
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${String(last)}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
@@ -88,10 +94,6 @@ export class TaskSyncService {
     return `ws://127.0.0.1:${this.port}/ws`;
   }
 
-  get running(): boolean {
-    return this.#process !== null;
-  }
-
   /** (Re)starts the process on the same port and demo database; resolves once /health answers. */
   async start(): Promise<void> {
     if (this.#process) throw new Error('the service is already running');
@@ -129,9 +131,7 @@ export class TaskSyncService {
         return response?.ok;
       },
       { timeoutMs: 30_000, intervalMs: 50, what: `tasksync on port ${this.port}` },
-    ).catch((error: unknown) => {
-      throw exitedEarly ?? error;
-    });
+    );
   }
 
   /** SIGKILL: the process dies without a close frame or a drain, as in a crash. */
