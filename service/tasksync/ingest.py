@@ -21,6 +21,9 @@ from .protocol import utc_now_iso
 
 MAX_USER_ID_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 256
+# Tasks are records, not trees: a bound on nesting keeps a hostile task from exhausting the
+# recursion depth when the frame is encoded (decoding alone would allow far deeper).
+MAX_TASK_DEPTH = 32
 
 DaprStatus = Literal["SUCCESS", "RETRY", "DROP"]
 
@@ -73,6 +76,8 @@ def decode_json(raw: bytes) -> Any:
         return _json.decode(raw)
     except msgspec.DecodeError as exc:
         raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError("invalid_json", "body is nested too deeply") from None
 
 
 def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> TaskEvent:
@@ -100,6 +105,8 @@ def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> Ta
     task = payload.get("task")
     if not isinstance(task, dict):
         raise IngestError("invalid_task", f"'task' must be a JSON object, got {_kind(task)}")
+    if _deeper_than(task, MAX_TASK_DEPTH):
+        raise IngestError("invalid_task", f"'task' is nested deeper than {MAX_TASK_DEPTH} levels")
     occurred_at = payload.get("occurred_at")
     if occurred_at is None:
         occurred_at = utc_now_iso()
@@ -149,6 +156,8 @@ def bulk_envelope(raw: bytes) -> BulkEnvelope:
         raise IngestError("invalid_bulk", f"not a Dapr bulk envelope: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError("invalid_json", "body is nested too deeply") from None
 
 
 def event_from_bulk_entry(entry: BulkEntry) -> TaskEvent:
@@ -184,6 +193,8 @@ def _decode_embedded_json(raw: bytes, field: str) -> Any:
         return _json.decode(raw)
     except msgspec.DecodeError as exc:
         raise IngestError("invalid_json", f"CloudEvent '{field}' is not JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError("invalid_json", f"CloudEvent '{field}' is nested too deeply") from None
 
 
 def _normalise_time(value: Any) -> str:
@@ -196,6 +207,19 @@ def _normalise_time(value: Any) -> str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return False
 
 
 def _kind(value: Any) -> str:

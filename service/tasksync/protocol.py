@@ -140,6 +140,8 @@ def decode_client_frame(text: str | bytes) -> ClientFrame:
         raise _explain_invalid(text, exc) from exc
     except msgspec.DecodeError as exc:
         raise ProtocolError("invalid_json", f"frame is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("invalid_json", "frame is nested too deeply") from None
 
 
 def _explain_invalid(text: str | bytes, exc: msgspec.ValidationError) -> ProtocolError:
@@ -148,6 +150,8 @@ def _explain_invalid(text: str | bytes, exc: msgspec.ValidationError) -> Protoco
         raw = _generic_decoder.decode(text)
     except msgspec.DecodeError:
         return ProtocolError("invalid_json", "frame is not valid JSON")
+    except RecursionError:
+        return ProtocolError("invalid_frame", "frame is nested too deeply")
     if not isinstance(raw, dict):
         return ProtocolError("invalid_frame", "frame must be a JSON object with a 'type' field")
     kind = raw.get("type")

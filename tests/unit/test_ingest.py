@@ -103,3 +103,23 @@ def test_http_event_id_is_taken_from_the_body_or_generated():
     assert with_id.id == "mine"
     generated = events_from_http_body(msgspec.json.encode(payload("u")))[0]
     assert len(generated.id) == 32
+
+
+def test_deep_nesting_is_an_ingest_error_not_a_crash():
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(IngestError, match="nested too deeply"):
+        events_from_http_body(deep)
+    task: dict = {}
+    cursor = task
+    for _ in range(40):
+        cursor["child"] = {}
+        cursor = cursor["child"]
+    with pytest.raises(IngestError, match="deeper than 32") as caught:
+        event_from_payload({**payload("u"), "task": task}, event_id="x", source="http")
+    assert caught.value.reason == "invalid_task"
+
+
+def test_huge_numbers_are_refused_as_invalid_json():
+    with pytest.raises(IngestError) as caught:
+        events_from_http_body(b'{"event": "task.created", "user_id": "u", "task": {"n": 1e99999}}')
+    assert caught.value.reason == "invalid_json"

@@ -114,3 +114,13 @@ def test_close_reason_fits_rfc6455_without_splitting_a_character():
 def test_timestamps_are_utc_iso8601_with_z():
     stamp = utc_now_iso()
     assert stamp.endswith("Z") and "T" in stamp
+
+
+def test_deeply_nested_frames_are_refused_not_crashed_on():
+    for text in ("[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+        with pytest.raises(ProtocolError, match="nested too deeply"):
+            decode_client_frame(text)
+
+
+def test_duplicate_keys_take_the_last_value():
+    assert decode_client_frame('{"type": "auth", "token": "first", "token": "last"}') == Auth(token="last")
