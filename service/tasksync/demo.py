@@ -86,7 +86,7 @@ def _not_found(task_id: int) -> DemoApiError:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One committed-to-be change: the event it publishes and the task as of that event."""
+    """A change made in a still open transaction: the event it publishes and the task as of it."""
 
     event: EventName
     task: dict[str, Any]
