@@ -18,6 +18,9 @@ from .settings import Settings
 from .transport import transport_abort_middleware
 
 
+CLIENT_ERRORS: set[int | type[Exception]] = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429}
+
+
 def create_app(settings: Settings | None = None, *, service: Service | None = None) -> Litestar:
     service = service or Service(settings or Settings())
 
@@ -37,7 +40,8 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         request_max_body_size=service.settings.max_body_bytes,
         openapi_config=None,
         # Unexpected errors must reach the log in production too, not only in debug mode.
-        logging_config=LoggingConfig(log_exceptions="always"),
+        # A client's error (404, 413, ...) is answered, not a fault of ours: no stack trace for it.
+        logging_config=LoggingConfig(log_exceptions="always", disable_stack_trace=CLIENT_ERRORS),
     )
     app.state.service = service
     return app

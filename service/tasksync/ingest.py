@@ -87,10 +87,11 @@ def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> Ta
     name = payload.get("event")
     if name is None:
         raise IngestError("missing_event", "event payload has no 'event' field")
-    if name not in EVENT_NAMES:
+    if not isinstance(name, str) or name not in EVENT_NAMES:
+        shown = repr(name[:64]) if isinstance(name, str) else f"of type {_kind(name)}"
         raise IngestError(
             "unknown_event",
-            f"unknown event {name!r}; expected one of {', '.join(sorted(EVENT_NAMES))}",
+            f"unknown event {shown}; expected one of {', '.join(sorted(EVENT_NAMES))}",
         )
     user_id = payload.get("user_id")
     if user_id is None or user_id == "":

@@ -13,7 +13,7 @@ from .app import create_app
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
-from .transport import WebSocketProtocol, http_protocol
+from .transport import WebSocketProtocol, http_protocol, quiet_client_protocol_errors
 
 log = logging.getLogger("tasksync.server")
 
@@ -68,4 +68,5 @@ def run(settings: Settings) -> None:
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         timeout_graceful_shutdown=5,
     )
+    quiet_client_protocol_errors()
     DrainingServer(config, service).run()

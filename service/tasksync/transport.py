@@ -9,7 +9,10 @@
    oversized token in Sec-WebSocket-Protocol, say) the websockets parser prepares a 431
    response, but uvicorn's sans-I/O protocol never writes it and the connection hangs open.
    `WebSocketProtocol` writes it and closes.
-3. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
+3. Logging a client's invalid UTF-8 as what it is. uvicorn closes such a connection correctly
+   (1007) but logs it as an ERROR with a stack trace, which lets any client flood the error
+   log; `quiet_client_protocol_errors()` turns it into a one-line warning.
+4. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
    client that trickles them holds a connection and a file descriptor indefinitely.
    `http_protocol()` closes a connection whose request headers are not complete within the
    handshake timeout.
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -85,3 +89,18 @@ def http_protocol(handshake_timeout: float, on_timeout: Callable[[], None]) -> t
             self.transport.close()
 
     return HeaderDeadlineProtocol
+
+
+class _ClientProtocolErrorsAsWarnings(logging.Filter):
+    MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.MESSAGES:
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_client_protocol_errors() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_ClientProtocolErrorsAsWarnings())

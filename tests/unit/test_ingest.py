@@ -50,6 +50,8 @@ def test_numeric_user_ids_are_accepted_as_text():
         ("not an object", "invalid_json"),
         ({"user_id": "u", "task": {}}, "missing_event"),
         ({"event": "task.archived", "user_id": "u", "task": {}}, "unknown_event"),
+        ({"event": ["task.created"], "user_id": "u", "task": {}}, "unknown_event"),
+        ({"event": {"name": "task.created"}, "user_id": "u", "task": {}}, "unknown_event"),
         ({"event": "task.created", "task": {}}, "missing_user_id"),
         ({"event": "task.created", "user_id": "", "task": {}}, "missing_user_id"),
         ({"event": "task.created", "user_id": ["u"], "task": {}}, "invalid_user_id"),
