@@ -15,7 +15,13 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
+	bash scripts/ensure-web-deps.sh
+	@echo "TaskSync demo: http://127.0.0.1:8005/?user_id=alice (two tabs; ?user_id=bob for another user)"
 	$(VENV)/bin/tasksync serve --dev
 
 test:
 	bash scripts/test.sh
+
+# The reliability suite's long soak (minutes, not CI's seconds).
+soak: venv
+	TASKSYNC_SOAK_SECONDS=$${TASKSYNC_SOAK_SECONDS:-300} $(VENV)/bin/python -m pytest tests/reliability/test_soak.py -s

@@ -14,3 +14,7 @@ if ((${#apt_packages[@]})); then
 fi
 
 make -s venv
+# The web client's packages, the demo build and Debian's chromium for the browser test.
+bash scripts/ensure-web-deps.sh --browser
+# etcd and a kube-apiserver built from source (cached) for the operator tests.
+bash scripts/ensure-kube.sh >/dev/null
