@@ -6,7 +6,8 @@
 #                        the only source these machines may download from).
 #   promtool, prometheus Debian's prometheus package, installed with apt-get when missing.
 #   kubernetes-validate  the PyPI package (it carries the Kubernetes schemas offline),
-#                        installed into the repository's .venv when missing.
+#                        installed when missing into the repository's .venv, or into the
+#                        environment of $TASKSYNC_PYTHON (the test session passes its own).
 #
 # Idempotent and cheap once done: helm is rebuilt only when the pinned version changes. The
 # first build takes a few minutes; it runs under `nice` with limited parallelism so a small

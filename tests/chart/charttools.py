@@ -8,8 +8,10 @@ venv) and prints their paths; `ensure_tools()` runs it and reads them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,11 @@ class Tools:
 
 
 def ensure_tools() -> Tools:
-    result = subprocess.run(["bash", str(ENSURE_TOOLS)], check=True, stdout=subprocess.PIPE, text=True)
+    # Python packages go into the interpreter running the tests, whichever venv that is.
+    environ = {**os.environ, "TASKSYNC_PYTHON": sys.executable}
+    result = subprocess.run(
+        ["bash", str(ENSURE_TOOLS)], check=True, stdout=subprocess.PIPE, text=True, env=environ
+    )
     paths = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     return Tools(helm=paths["HELM"], promtool=paths["PROMTOOL"], prometheus=paths["PROMETHEUS"])
 

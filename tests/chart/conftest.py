@@ -1,24 +1,23 @@
-"""Fixtures of the chart tests: the real tools, installed before the first test runs."""
+"""Fixtures of the chart tests: the real tools, installed when missing."""
 
 from __future__ import annotations
+
+import importlib
 
 import pytest
 
 from tests.chart.charttools import Helm, Tools, ensure_tools
 
-TOOLS = pytest.StashKey[Tools]()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    # Install the tools before the first test starts: building helm takes minutes the first
-    # time and must not count against any test's timeout.
-    if any("tools" in getattr(item, "fixturenames", ()) for item in session.items):
-        session.config.stash[TOOLS] = ensure_tools()
+# Runs as pytest enters tests/chart, before it imports the test modules: they import
+# kubernetes_validate, which the script installs when missing, and building helm the first time
+# takes minutes that must not count against any test's timeout.
+TOOLS = ensure_tools()
+importlib.invalidate_caches()
 
 
 @pytest.fixture(scope="session")
-def tools(request: pytest.FixtureRequest) -> Tools:
-    return request.config.stash[TOOLS]
+def tools() -> Tools:
+    return TOOLS
 
 
 @pytest.fixture(scope="session")
