@@ -13,6 +13,7 @@ import time
 
 import msgspec
 from litestar import WebSocket
+from litestar.exceptions import WebSocketDisconnect
 
 from .auth import AuthRefused, Handshake, Principal, TokenRequired
 from .broker import BrokerUnavailable, Delivery
@@ -152,11 +153,14 @@ async def run_session(socket: WebSocket, service: Service) -> None:
     except asyncio.CancelledError:
         if conn.closing is None or conn.closing.label != "stalled":
             raise  # a cancellation that is not our own abort (server shutdown) goes on up
+    except WebSocketDisconnect:
+        pass  # the peer went away while we were reading: the normal end of a session
     finally:
         expiry.cancel()
         writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        # The writer ends with the socket, however it ended (cancelled, or the peer gone in
+        # mid-send); none of that may skip the bookkeeping below.
+        await asyncio.gather(writer, return_exceptions=True)
         if service.hub.remove(conn):
             await service.broker.unwatch(conn.user_id)
         label = conn.closing.label if conn.closing else "client"

@@ -102,3 +102,22 @@ async def test_rejections_are_counted(dev_service):
         await expect_error(quinn, "unknown_type")
     metrics = httpx.get(dev_service.http + "/metrics").text
     assert 'tasksync_client_frames_rejected_total{reason="unknown_type"} 1.0' in metrics
+
+
+async def test_a_client_vanishing_mid_send_is_forgotten_cleanly(dev_service):
+    from tests.support.metrics import value
+    from tests.support.raw_ws import CLOSE, RawWebSocket, frame
+    from tests.support.waiting import eventually
+
+    for n in range(40):
+        ws = await RawWebSocket.open(dev_service.port, "/ws?user_id=vanisher")
+        await ws.read_frame()
+        await publish_http(dev_service, [payload("vanisher", blob="x" * 20_000) for _ in range(20)])
+        if n % 2:
+            ws.writer.transport.abort()  # gone without a close frame while frames are in flight
+        else:
+            await ws.send(frame(CLOSE, (1000).to_bytes(2, "big")))  # a close while frames are in flight
+            await ws.close()
+    await eventually(lambda: value(dev_service, "tasksync_connections_active") == 0, what="every session ended")
+    assert value(dev_service, "tasksync_connected_users") == 0
+    assert "Uncaught exception" not in dev_service.log()
