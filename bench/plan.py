@@ -1,0 +1,74 @@
+"""How big each workload is: the full run that `make bench` does, a quick one for iterating, and
+the seconds-long smoke the test suite runs so the harness cannot rot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    # Workload 1: socket counts, deliveries per saturation push, seconds of the fixed-rate phase.
+    engine_sockets: tuple[int, ...]
+    engine_deliveries: int
+    latency_seconds: float
+    engine_peers: tuple[str, ...]
+    # TaskSync under each uvicorn WebSocket implementation and loop, at the largest socket count.
+    variants: bool
+    # Workloads 2 and 6: sockets and events per saturation run.
+    e2e_sockets: int
+    e2e_events: int
+    # Workload 3: idle sockets; workload 4: handshakes; workload 5: clients and events per second.
+    memory_sockets: int
+    handshakes: int
+    storm_clients: int
+    storm_rate: float
+
+
+FULL = Plan(
+    name="full",
+    engine_sockets=(1_000, 10_000),
+    engine_deliveries=400_000,
+    latency_seconds=3.0,
+    engine_peers=("tasksync", "websockets", "naive-litestar", "picows"),
+    variants=True,
+    e2e_sockets=10_000,
+    e2e_events=100_000,
+    memory_sockets=10_000,
+    handshakes=6_000,
+    storm_clients=5_000,
+    storm_rate=200.0,
+)
+
+QUICK = Plan(
+    name="quick",
+    engine_sockets=(200, 2_000),
+    engine_deliveries=40_000,
+    latency_seconds=1.0,
+    engine_peers=FULL.engine_peers,
+    variants=True,
+    e2e_sockets=1_000,
+    e2e_events=10_000,
+    memory_sockets=2_000,
+    handshakes=1_000,
+    storm_clients=500,
+    storm_rate=50.0,
+)
+
+SMOKE = Plan(
+    name="smoke",
+    engine_sockets=(20,),
+    engine_deliveries=400,
+    latency_seconds=0.3,
+    engine_peers=("tasksync", "websockets"),
+    variants=False,
+    e2e_sockets=20,
+    e2e_events=200,
+    memory_sockets=50,
+    handshakes=50,
+    storm_clients=20,
+    storm_rate=20.0,
+)
+
+PLANS = {plan.name: plan for plan in (FULL, QUICK, SMOKE)}

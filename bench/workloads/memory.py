@@ -1,0 +1,81 @@
+"""Workload 3, memory per idle connection: RSS growth divided by sockets, TaskSync (`tasksync
+serve`, as deployed) vs the plain `websockets` server vs Centrifugo.
+
+Each server first takes and drops a few warm-up connections, so that code paths loaded on the
+first connection (imports, caches, buffers) count in the baseline, not per socket.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import centrifugo
+from ..harness import Run
+from ..procs import Child
+from .delivery import start_engine
+
+WARM_UP = 100
+SETTLE_SECONDS = 2.0
+
+
+def per_connection(run: Run, name: str, process: Child, url: str, protocol: str = "plain") -> dict[str, Any]:
+    sockets = run.plan.memory_sockets
+
+    def connect(count: int) -> dict[str, Any]:
+        return run.ask(
+            {
+                "cmd": "connect",
+                "urls": [url],
+                "mode": "routed",
+                "sockets": count,
+                "protocol": protocol,
+                "secret": centrifugo.SECRET,
+            }
+        )
+
+    connect(min(WARM_UP, sockets))
+    run.ask({"cmd": "close"})
+    time.sleep(SETTLE_SECONDS)
+    before = process.rss_bytes()
+    connected = connect(sockets)
+    time.sleep(SETTLE_SECONDS)
+    after = process.rss_bytes()
+    run.ask({"cmd": "close"})
+    return {
+        "server": name,
+        "sockets": connected["ready"],
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "kib_per_connection": round((after - before) / 1024 / max(1, connected["ready"]), 2),
+    }
+
+
+def run_memory(run: Run) -> dict[str, Any]:
+    rows = []
+    child, port = run.tasksync("tasksync", "--dev")
+    try:
+        rows.append(per_connection(run, "tasksync", child, f"ws://127.0.0.1:{port}/ws"))
+    finally:
+        run.stop(child)
+    child, port = start_engine(run, "websockets")
+    try:
+        rows.append(per_connection(run, "websockets", child, f"ws://127.0.0.1:{port}/ws"))
+    finally:
+        run.stop(child)
+    result: dict[str, Any] = {"rows": rows}
+    try:
+        child, port = centrifugo.child(run.raw)
+    except RuntimeError as exc:
+        result["centrifugo_skipped"] = str(exc)
+        return result
+    run.start(child).wait_for_port(port)
+    try:
+        rows.append(
+            per_connection(
+                run, "centrifugo", child, f"ws://127.0.0.1:{port}/connection/websocket", protocol="centrifugo"
+            )
+        )
+    finally:
+        run.stop(child)
+    return result
