@@ -18,3 +18,5 @@ make -s venv
 bash scripts/ensure-web-deps.sh --browser
 # etcd and a kube-apiserver built from source (cached) for the operator tests.
 bash scripts/ensure-kube.sh >/dev/null
+# helm (built from source, cached), promtool and prometheus for the chart tests.
+bash scripts/ensure-chart-tools.sh >/dev/null

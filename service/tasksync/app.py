@@ -10,7 +10,7 @@ from litestar.logging.config import LoggingConfig
 
 from .demo import demo_route_handlers
 from .routes.dapr import dapr_route_handlers
-from .routes.ops import health, metrics, ready
+from .routes.ops import health, heap, metrics, ready
 from .routes.publish import publish_events
 from .routes.ws import ws_endpoint
 from .service import Service
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             await service.stop()
 
     app = Litestar(
-        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, *dapr_route_handlers(service.settings)]
+        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, heap, *dapr_route_handlers(service.settings)]
         + (demo_route_handlers(service.settings) if service.settings.dev else []),
         lifespan=[lifespan],
         middleware=[transport_abort_middleware],

@@ -110,6 +110,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     tls_certfile: Annotated[str, _doc("PEM certificate to terminate TLS (wss://) in the service itself.")] = ""
     tls_keyfile: Annotated[str, _doc("PEM private key for tls_certfile.")] = ""
     log_level: Annotated[str, _doc("Log level: debug, info, warning, error.")] = "info"
+    debug_endpoints: Annotated[
+        bool,
+        _doc(
+            "Serve GET /debug/heap (live objects after a full garbage collection, for leak hunting). "
+            "It stalls the event loop while it counts: off in production unless diagnosing."
+        ),
+    ] = False
 
     def __post_init__(self) -> None:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):

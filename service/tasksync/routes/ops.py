@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import gc
+
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -28,6 +31,17 @@ async def ready(request: Request) -> Response:
         "limits_generation": service.limits_file.generation,
     }
     return Response(body, status_code=200 if readiness.ready else 503)
+
+
+@get("/debug/heap")
+async def heap(request: Request) -> Response:
+    if not service_of(request).settings.debug_endpoints:
+        return Response({"error": "not_found", "message": "debug endpoints are off (TASKSYNC_DEBUG_ENDPOINTS)"}, status_code=404)
+    # Cyclic garbage (finished tasks and their frames) would otherwise count as live.
+    gc.collect()
+    objects = gc.get_objects()
+    by_type = collections.Counter(type(o).__name__ for o in objects)
+    return Response({"objects": len(objects), "by_type": dict(by_type.most_common(15))})
 
 
 @get("/metrics")
