@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +42,19 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+PLUGIN_FIXTURES = Path(__file__).parent / "plugins" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def third_party_plugins() -> None:
+    """Install the test directory's third-party plugins into the running environment with pip,
+    the way a platform team installs a plugin package next to TaskSync. Always reinstalled: a
+    copy left from an older checkout would test stale code."""
+    for package in ("tasksync-toast-fr", "tasksync-faulty"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             str(PLUGIN_FIXTURES / package)],
+            check=True,
+        )

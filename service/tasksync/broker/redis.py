@@ -235,6 +235,11 @@ class RedisBroker(Broker):
 
     async def watch(self, user_id: str) -> None:
         self._wanted.add(user_id)
+        # Normally the listener is up and the subscription is confirmed before this returns.
+        # While it is (re)connecting, wait a little for it, outside the lock.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._listening.wait()
         await self._sync_subscription(user_id)
 
     async def unwatch(self, user_id: str) -> None:
@@ -243,36 +248,44 @@ class RedisBroker(Broker):
 
     async def _sync_subscription(self, user_id: str) -> None:
         """Make the subscription match `_wanted`, whatever order watch/unwatch calls came in.
-        A watch returns only once Redis confirmed the subscription, so the session's history
-        read that follows cannot miss an event published in between."""
+
+        Before a watch returns, the point from which this process owes the user's connections
+        every event is recorded in `_delivered`: at the confirmed subscription, or (with the
+        listener down) at the head now, which the listener catches up from once its channel is
+        live. Either way the session's history read that follows cannot miss an event.
+        """
         async with self._sync_lock:
             wanted = user_id in self._wanted
             if wanted == (user_id in self._subscribed):
                 return
+            channel = self._channel(user_id)
             if not wanted:
                 self._subscribed.discard(user_id)
                 self._delivered.pop(user_id, None)
-                if self._pubsub is not None and self._listening.is_set():
+                if self._listening.is_set():
                     with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(self._channel(user_id))
+                        await self._pubsub.unsubscribe(channel)
                 return
             self._subscribed.add(user_id)
             if not self._listening.is_set():
-                return  # the listener subscribes every wanted user when it (re)connects
+                # Only the listener touches a connection it is still setting up (redis-py would
+                # open a second one under it); it subscribes every user in `_subscribed`.
+                with contextlib.suppress(BrokerUnavailable):
+                    epoch, seq, _ = await self._read_state(user_id, 0)
+                    self._delivered.setdefault(user_id, (epoch, seq))
+                return
             confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations[self._channel(user_id)] = confirmed
+            self._confirmations[channel] = confirmed
             try:
-                await self._pubsub.subscribe(self._channel(user_id))
+                await self._pubsub.subscribe(channel)
                 async with asyncio.timeout(5):
                     await confirmed
-                # From here on the channel carries every new event; note where it starts so a
-                # later reconnect can catch up on exactly what the channel missed.
                 epoch, seq, _ = await self._read_state(user_id, 0)
                 self._delivered.setdefault(user_id, (epoch, seq))
             except (RedisError, OSError, TimeoutError, BrokerUnavailable):
                 log.warning("subscription for %s not confirmed; it is retried on reconnect", user_id)
             finally:
-                self._confirmations.pop(self._channel(user_id), None)
+                self._confirmations.pop(channel, None)
 
     async def _listen_forever(self) -> None:
         delay = 0.1
@@ -296,29 +309,33 @@ class RedisBroker(Broker):
     async def _listen_once(self) -> None:
         pubsub = self._redis.pubsub()
         self._pubsub = pubsub
+        snapshot = set(self._subscribed)
         # The control channel comes last: Redis confirms subscriptions in order, so once it is
-        # confirmed every user channel is live and the catch-up read cannot miss an event. It
-        # also keeps the connection subscribed (and readable) while no user is watched.
+        # confirmed every channel of the snapshot is live. It also keeps the connection
+        # subscribed (and readable) while no user is watched.
         control = f"{self.prefix}:control"
-        await pubsub.subscribe(*(self._channel(u) for u in self._subscribed), control)
+        await pubsub.subscribe(*(self._channel(u) for u in snapshot), control)
         async for message in pubsub.listen():
             kind = message["type"]
             if kind == "subscribe":
                 channel = message["channel"].decode()
                 if channel == control:
-                    await self._catch_up_all()
+                    # Users watched while this connection was being set up.
+                    if late := self._subscribed - snapshot:
+                        await pubsub.subscribe(*(self._channel(u) for u in late))
                     self._listening.set()
                 elif (confirmed := self._confirmations.get(channel)) is not None and not confirmed.done():
                     confirmed.set_result(None)
+                else:
+                    await self._catch_up(channel.removeprefix(f"{self.prefix}:user:"))
             elif kind == "message":
                 await self._on_message(message["data"])
 
-    async def _catch_up_all(self) -> None:
-        """After a (re)connect, deliver what was published while the channel was down."""
-        for user_id in list(self._subscribed):
-            known = self._delivered.get(user_id)
-            if known is not None:
-                await self._fill_gap(user_id, known[0], known[1])
+    async def _catch_up(self, user_id: str) -> None:
+        """A channel just became live: deliver what was published while it was not."""
+        known = self._delivered.get(user_id)
+        if known is not None:
+            await self._fill_gap(user_id, known[0], known[1])
 
     async def _on_message(self, data: bytes) -> None:
         seq_text, epoch_b, sent_ms, stored = data.split(b" ", 3)
