@@ -1,5 +1,8 @@
 """`toast`: the seed's four toasts, in English. Per-locale text belongs to other plugins
-listed before this one in TASKSYNC_NOTIFIERS (the first answer wins)."""
+listed before this one in TASKSYNC_NOTIFIERS (the first answer wins).
+
+Titles carry no emoji: the client shows each event's icon (✅ 🔄 ✔️ 🗑️) beside whatever text
+the server sends, so an emoji here would appear twice."""
 
 from __future__ import annotations
 
@@ -8,10 +11,10 @@ from tasksync.events import Notification, TaskEvent
 from tasksync.plugins import PluginContext
 
 TOASTS = {
-    "task.created": ("✅ Task created", "success"),
-    "task.updated": ("🔄 Task updated", "info"),
-    "task.completed": ("✔️ Task completed", "success"),
-    "task.deleted": ("🗑️ Task deleted", "warning"),
+    "task.created": ("Task created", "success"),
+    "task.updated": ("Task updated", "info"),
+    "task.completed": ("Task completed", "success"),
+    "task.deleted": ("Task deleted", "warning"),
 }
 
 

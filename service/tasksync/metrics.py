@@ -50,7 +50,7 @@ class Metrics:
         )
         self.events_received = Counter(
             "tasksync_events_received",
-            "Valid task events ingested, by source (dapr, http) and event name.",
+            "Valid task events ingested, by source (dapr, http, demo) and event name.",
             ["source", "event"],
             registry=r,
         )
@@ -128,6 +128,18 @@ class Metrics:
         self.connected_users = Gauge(
             "tasksync_connected_users", "Users with at least one live connection in this process.", registry=r
         )
+        # Known label values start at 0, so rate() and increase() see a series' first event
+        # instead of the series appearing out of nowhere (which alerts would miss).
+        for status in ("SUCCESS", "RETRY", "DROP"):
+            self.dapr_responses.labels(status)
+        for outcome in ("applied", "rejected", "unreadable"):
+            self.limits_reloads.labels(outcome)
+        for outcome in ("recovered", "resync"):
+            self.resume_outcomes.labels(outcome)
+        for direction in ("inbound", "outbound", "publish"):
+            self.rate_limited.labels(direction)
+        for kind in ("new", "reconnect"):
+            self.connections_opened.labels(kind)
         self.delivery_latency = Histogram(
             "tasksync_delivery_latency_seconds",
             "Time from ingest of an event to the last socket write of it in this process.",
