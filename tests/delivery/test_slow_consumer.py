@@ -6,7 +6,7 @@ import asyncio
 import socket
 import statistics
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 import msgspec

@@ -16,16 +16,15 @@ from websockets.exceptions import InvalidStatus
 
 from tasksync.client import SyncClient
 from tasksync.protocol import Auth, TaskUpdate
-from tests.service.test_delivery import next_update, publish_http
+from tests.service.test_delivery import next_update
 from tests.support.events import payload
 from tests.support.jwt_tokens import (
-    AUDIENCE,
-    ISSUER,
     SECRET,
     JwksServer,
     RsaKey,
     claims,
     hs256,
+    jwt_env,
     rs256,
     unsigned,
 )
@@ -41,14 +40,7 @@ def rsa_key() -> RsaKey:
 @pytest.fixture
 def jwt_service(start_service, rsa_key):
     with JwksServer([rsa_key]) as jwks:
-        env = {
-            "TASKSYNC_JWT_SECRET": SECRET,
-            "TASKSYNC_JWT_JWKS_URL": jwks.url,
-            "TASKSYNC_JWT_AUDIENCE": AUDIENCE,
-            "TASKSYNC_JWT_ISSUER": ISSUER,
-            "TASKSYNC_JWT_LEEWAY": "0",
-            "TASKSYNC_API_KEYS": "backend-key",
-        }
+        env = jwt_env(jwks, TASKSYNC_API_KEYS="backend-key")
         service = start_service("--auth", "jwt", "--auth-message-timeout", "1", env=env)
         service.jwks = jwks
         yield service

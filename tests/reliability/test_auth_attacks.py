@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 from tasksync.client import SyncClient
 from tasksync.protocol import Auth, TaskUpdate
 from tests.plugins.test_jwt_auth import _hs_rs_confusion
-from tests.support.jwt_tokens import AUDIENCE, ISSUER, SECRET, JwksServer, RsaKey, claims, hs256, rs256, unsigned
+from tests.support.jwt_tokens import JwksServer, RsaKey, claims, hs256, jwt_env, rs256, unsigned
 from tests.support.waiting import eventually
 
 ORIGIN = "https://app.example.com"
@@ -30,15 +30,7 @@ def rsa_key() -> RsaKey:
 @pytest.fixture
 def guarded(start_service, rsa_key):
     with JwksServer([rsa_key]) as jwks:
-        env = {
-            "TASKSYNC_JWT_SECRET": SECRET,
-            "TASKSYNC_JWT_JWKS_URL": jwks.url,
-            "TASKSYNC_JWT_AUDIENCE": AUDIENCE,
-            "TASKSYNC_JWT_ISSUER": ISSUER,
-            "TASKSYNC_JWT_LEEWAY": "0",
-            "TASKSYNC_ALLOWED_ORIGINS": ORIGIN,
-            "TASKSYNC_API_KEYS": "backend",
-        }
+        env = jwt_env(jwks, TASKSYNC_ALLOWED_ORIGINS=ORIGIN, TASKSYNC_API_KEYS="backend")
         yield start_service("--auth", "jwt", "--auth-message-timeout", "1", env=env)
 
 

@@ -30,6 +30,19 @@ class RsaKey:
         return {**key, "kid": self.kid, "alg": "RS256", "use": "sig"}
 
 
+def jwt_env(jwks: JwksServer, **extra: str) -> dict[str, str]:
+    """The environment of a service that takes both HS256 (the shared secret) and RS256 (the
+    JWKS server) tokens for AUDIENCE from ISSUER, with no leeway so expiry is exact."""
+    return {
+        "TASKSYNC_JWT_SECRET": SECRET,
+        "TASKSYNC_JWT_JWKS_URL": jwks.url,
+        "TASKSYNC_JWT_AUDIENCE": AUDIENCE,
+        "TASKSYNC_JWT_ISSUER": ISSUER,
+        "TASKSYNC_JWT_LEEWAY": "0",
+        **extra,
+    }
+
+
 def claims(sub: str | None = "alice", *, ttl: float = 300, **extra: Any) -> dict[str, Any]:
     now = time.time()
     base: dict[str, Any] = {"aud": AUDIENCE, "iss": ISSUER, "iat": int(now), "exp": now + ttl}
