@@ -129,7 +129,6 @@ class Profiler:
                     "raw",
                     "--rate",
                     "200",
-                    "--nonblocking",
                     "--output",
                     str(output),
                 ],

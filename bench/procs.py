@@ -86,7 +86,9 @@ class Child:
 
     def start(self) -> Child:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
-        env["PYTHONPATH"] = str(REPO)
+        # An inherited PYTHONPATH comes after the repository: pointing it at another tree's
+        # service/ measures that tree's tasksync (a proposed change) with this harness.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
