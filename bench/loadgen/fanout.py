@@ -86,6 +86,8 @@ class Fanout:
         count: int = command["sockets"]
         protocol: str = command.get("protocol", "plain")
         secret: str | None = command.get("secret")
+        # What a browser sends: every browser offers permessage-deflate.
+        headers = {"Sec-WebSocket-Extensions": command["extensions"]} if command.get("extensions") else None
         limit = asyncio.Semaphore(command.get("concurrency", 200))
         deadline = time.monotonic() + command.get("timeout", 120)
         started = time.monotonic()
@@ -107,6 +109,7 @@ class Fanout:
                         url,
                         local_addr=source_address(index),
                         websocket_handshake_timeout=30,
+                        extra_headers=headers,
                     )
                 except (TimeoutError, OSError, WSError) as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")

@@ -1,8 +1,11 @@
 """Workload 3, memory per idle connection: RSS growth divided by sockets, TaskSync (`tasksync
 serve`, as deployed) vs the plain `websockets` server vs Centrifugo.
 
-Each server first takes and drops a few warm-up connections, so that code paths loaded on the
-first connection (imports, caches, buffers) count in the baseline, not per socket.
+Each server is measured twice: with clients that offer no extension (the load generator's
+default), and with clients that offer permessage-deflate, as every browser does. A server that
+accepts the offer keeps a zlib compressor and decompressor per connection, so the second is what
+browsers cost. Each measurement first takes and drops a few warm-up connections, so that code
+paths loaded on the first connection (imports, caches, buffers) count in the baseline.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from .delivery import start_engine
 
 WARM_UP = 100
 SETTLE_SECONDS = 2.0
+# What Chrome and Firefox send in Sec-WebSocket-Extensions.
+BROWSER_EXTENSIONS = "permessage-deflate; client_max_window_bits"
+CLIENTS = {"plain": None, "browser-like": BROWSER_EXTENSIONS}
 
 
-def per_connection(run: Run, name: str, process: Child, url: str, protocol: str = "plain") -> dict[str, Any]:
+def per_connection(run: Run, name: str, process: Child, url: str, protocol: str = "plain") -> list[dict[str, Any]]:
+    return [measure(run, name, process, url, protocol, client) for client in CLIENTS]
+
+
+def measure(run: Run, name: str, process: Child, url: str, protocol: str, client: str) -> dict[str, Any]:
     sockets = run.plan.memory_sockets
 
     def connect(count: int) -> dict[str, Any]:
@@ -31,6 +41,7 @@ def per_connection(run: Run, name: str, process: Child, url: str, protocol: str 
                 "sockets": count,
                 "protocol": protocol,
                 "secret": centrifugo.SECRET,
+                "extensions": CLIENTS[client],
             }
         )
 
@@ -44,6 +55,7 @@ def per_connection(run: Run, name: str, process: Child, url: str, protocol: str 
     run.ask({"cmd": "close"})
     return {
         "server": name,
+        "client": client,
         "sockets": connected["ready"],
         "rss_before_mib": round(before / 2**20, 1),
         "rss_after_mib": round(after / 2**20, 1),
@@ -55,12 +67,12 @@ def run_memory(run: Run) -> dict[str, Any]:
     rows = []
     child, port = run.tasksync("tasksync", "--dev")
     try:
-        rows.append(per_connection(run, "tasksync", child, f"ws://127.0.0.1:{port}/ws"))
+        rows.extend(per_connection(run, "tasksync", child, f"ws://127.0.0.1:{port}/ws"))
     finally:
         run.stop(child)
     child, port = start_engine(run, "websockets")
     try:
-        rows.append(per_connection(run, "websockets", child, f"ws://127.0.0.1:{port}/ws"))
+        rows.extend(per_connection(run, "websockets", child, f"ws://127.0.0.1:{port}/ws"))
     finally:
         run.stop(child)
     result: dict[str, Any] = {"rows": rows}
@@ -71,7 +83,7 @@ def run_memory(run: Run) -> dict[str, Any]:
         return result
     run.start(child).wait_for_port(port)
     try:
-        rows.append(
+        rows.extend(
             per_connection(
                 run, "centrifugo", child, f"ws://127.0.0.1:{port}/connection/websocket", protocol="centrifugo"
             )
