@@ -107,7 +107,9 @@ def cpu_share(loadgen_cpu: float, server_cpu: float) -> float | None:
 
 class Profiler:
     """py-spy sampling one process while a measurement runs (`--profile`): collapsed stacks in
-    the raw directory, the input of any flame-graph tool. A no-op when profiling is off."""
+    the raw directory, the input of any flame-graph tool and of `python -m bench.profile_top`.
+    A no-op when profiling is off. Blocking mode: the non-blocking sampler misattributes time
+    spent in uvloop's C code to whichever Python frame was last on the stack."""
 
     def __init__(self, run: Run, process: Child, label: str) -> None:
         self.run = run
@@ -129,6 +131,8 @@ class Profiler:
                     "raw",
                     "--rate",
                     "200",
+                    # Native frames show what Python frames hide: the write syscall, the collector.
+                    "--native",
                     "--output",
                     str(output),
                 ],

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Plan:
     name: str
-    # Workload 1: socket counts, deliveries per saturation push, seconds of the fixed-rate phase.
+    # Workload 1: socket counts, deliveries per saturation push (and per push of the uvicorn
+    # variants, which only compare TaskSync with itself), seconds of the fixed-rate phase.
     engine_sockets: tuple[int, ...]
     engine_deliveries: int
+    variant_deliveries: int
     latency_seconds: float
     engine_peers: tuple[str, ...]
     # TaskSync under each uvicorn WebSocket implementation and loop, at the largest socket count.
@@ -29,7 +31,8 @@ class Plan:
 FULL = Plan(
     name="full",
     engine_sockets=(1_000, 10_000),
-    engine_deliveries=400_000,
+    engine_deliveries=300_000,
+    variant_deliveries=150_000,
     latency_seconds=3.0,
     engine_peers=("tasksync", "websockets", "naive-litestar", "picows"),
     variants=True,
@@ -45,6 +48,7 @@ QUICK = Plan(
     name="quick",
     engine_sockets=(200, 2_000),
     engine_deliveries=40_000,
+    variant_deliveries=20_000,
     latency_seconds=1.0,
     engine_peers=FULL.engine_peers,
     variants=True,
@@ -60,6 +64,7 @@ SMOKE = Plan(
     name="smoke",
     engine_sockets=(20,),
     engine_deliveries=400,
+    variant_deliveries=400,
     latency_seconds=0.3,
     engine_peers=("tasksync", "websockets"),
     variants=False,

@@ -114,6 +114,11 @@ class Fanout:
                 except (TimeoutError, OSError, WSError) as exc:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     return
+            if transport.is_disconnected:
+                # picows returns without calling the listener when the server drops the
+                # connection before answering the upgrade.
+                failures.append("closed before upgrade")
+                return
             self.transports.append(transport)
 
         await asyncio.gather(*(open_one(i) for i in range(count)))

@@ -55,6 +55,11 @@ async def handshakes(command: dict[str, Any]) -> dict[str, Any]:
             except (TimeoutError, OSError, WSError) as exc:
                 failures.append(f"{type(exc).__name__}: {exc}")
                 return
+            if transport.is_disconnected:
+                # picows returns without calling the listener when the server drops the
+                # connection before answering the upgrade.
+                failures.append("closed before upgrade")
+                return
             try:
                 first = await asyncio.wait_for(listener.first, 30)
                 if b'"connected"' in first:

@@ -18,11 +18,12 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-from picows import WSError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSListener, WSMsgType, WSTransport, ws_connect
 
 from ..shape import compact_json
 from .common import cpu_seconds, source_address
@@ -33,6 +34,8 @@ MAX_DELAY = 30.0
 JITTER = 0.2
 MAX_ATTEMPTS = 10
 RESTART_JITTER = 1.0
+# The heartbeat interval a client assumes (the server's default, which the storm's server keeps).
+HEARTBEAT_INTERVAL = 25.0
 # Close codes after which the web client stops instead of retrying.
 STOP_CODES = {1000, 1003, 1008, 1009, 4003}
 ABNORMAL = 1006
@@ -58,6 +61,10 @@ class _Client:
         self.back_ns: int | None = None
         self.resumed = False
         self.gave_up = False
+        # connecting, open (upgraded, no `connected` frame yet), connected, waiting (a retry
+        # timer runs), gave_up: where a client that is not back got stuck.
+        self.state = "waiting"
+        self.last_frame = 0.0
 
     def url(self) -> str:
         query: dict[str, Any] = {"user_id": self.user}
@@ -78,20 +85,37 @@ class _Client:
     async def attempt(self) -> None:
         if self.storm.stopped:
             return
+        self.state = "connecting"
         try:
-            await ws_connect(
+            transport, _ = await ws_connect(
                 lambda: _Listener(self),
                 self.url(),
                 local_addr=source_address(self.index),
                 websocket_handshake_timeout=10,
             )
-        except (TimeoutError, OSError, WSError):
+        except (Exception, asyncio.CancelledError) as exc:
+            # Any failure to connect is a failed attempt, as in the browser. picows raises
+            # CancelledError when the peer drops the connection mid-handshake; only a
+            # cancellation of this task itself (none is ever requested) would be ours.
+            current = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
+                raise
+            self.storm.connect_errors[type(exc).__name__] += 1
+            self.failed_attempts += 1
+            self.schedule_retry()
+            return
+        if transport.is_disconnected:
+            # picows returns normally, without calling the listener, when the server drops the
+            # connection before answering the upgrade (a server shutting down does).
+            self.storm.connect_errors["closed before upgrade"] += 1
             self.failed_attempts += 1
             self.schedule_retry()
 
     def on_message(self, message: dict[str, Any]) -> None:
+        self.last_frame = time.monotonic()
         kind = message.get("type")
         if kind == "connected":
+            self.state = "connected"
             self.confirmed = True
             self.had_connection = True
             self.retry = self.failed_attempts = 0
@@ -115,16 +139,20 @@ class _Client:
             self.failed_attempts += 1
         if self.storm.stopped:
             return
+        self.state = "waiting"
         if code in STOP_CODES:
             self.gave_up = True
+            self.state = "gave_up"
         elif code == 1012 and confirmed:
             asyncio.get_running_loop().call_later(random.random() * RESTART_JITTER, self.start)
         else:
             self.schedule_retry()
 
     def schedule_retry(self) -> None:
+        self.state = "waiting"
         if self.retry >= MAX_ATTEMPTS:
             self.gave_up = True
+            self.state = "gave_up"
             return
         self.retry += 1
         asyncio.get_running_loop().call_later(backoff_delay(self.retry), self.start)
@@ -136,6 +164,8 @@ class _Listener(WSListener):
         self.code = ABNORMAL
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        self.client.state = "open"
+        self.client.last_frame = time.monotonic()
         self.client.storm.transports[self.client.index] = transport
 
     def on_ws_frame(self, transport: WSTransport, frame) -> None:
@@ -163,7 +193,9 @@ class Storm:
         self.stopped = False
         self.acked: dict[str, set[str]] = {}
         self.publisher: asyncio.Task[None] | None = None
+        self.watchdog: asyncio.Task[None] | None = None
         self.publish_failures = 0
+        self.connect_errors: Counter[str] = Counter()
 
     async def start(self, command: dict[str, Any]) -> dict[str, Any]:
         """Connect `clients` clients (one user each), then start publishing `rate` events/s."""
@@ -181,6 +213,7 @@ class Storm:
         while sum(c.had_connection for c in self.clients) < len(self.clients) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self.publisher = asyncio.create_task(self._publish(command["publish_url"], command["rate"]))
+        self.watchdog = asyncio.create_task(self._watch_heartbeats())
         return {"connected": sum(c.had_connection for c in self.clients), "seconds": time.monotonic() - started}
 
     def mark(self) -> dict[str, Any]:
@@ -195,9 +228,10 @@ class Storm:
         deadline = time.monotonic() + command["timeout"]
         while time.monotonic() < deadline and not all(c.back_ns or c.gave_up for c in self.clients):
             await asyncio.sleep(0.05)
-        assert self.publisher is not None
+        assert self.publisher is not None and self.watchdog is not None
         self.publisher.cancel()
-        await asyncio.gather(self.publisher, return_exceptions=True)
+        self.watchdog.cancel()
+        await asyncio.gather(self.publisher, self.watchdog, return_exceptions=True)
         settle = time.monotonic() + command["settle"]
         while time.monotonic() < settle and self._missing():
             await asyncio.sleep(0.1)
@@ -221,6 +255,8 @@ class Storm:
             "seconds_to_50_resumed": time_to(0.5, resumed),
             "seconds_to_99_resumed": time_to(0.99, resumed),
             "seconds_to_all_resumed": time_to(1.0, resumed),
+            "not_back": {state: n for state, n in Counter(c.state for c in self.clients if not c.back_ns).items()},
+            "connect_errors": dict(self.connect_errors),
             "published": sum(len(ids) for ids in self.acked.values()),
             "lost": self._missing(),
             "duplicates": sum(c.duplicates for c in self.clients),
@@ -229,8 +265,21 @@ class Storm:
         }
 
     def _missing(self) -> int:
-        by_user = {c.user: c.received for c in self.clients}
-        return sum(len(ids - by_user[user]) for user, ids in self.acked.items())
+        """Acknowledged events that a client which is back has not received. A client that
+        never came back is counted in `not_back`: its events wait in history, not lost."""
+        back = {c.user: c.received for c in self.clients if c.back_ns}
+        return sum(len(ids - back[user]) for user, ids in self.acked.items() if user in back)
+
+    async def _watch_heartbeats(self) -> None:
+        """The web client's watchdog: a socket silent for twice the heartbeat interval is dead."""
+        while True:
+            await asyncio.sleep(1)
+            silent = time.monotonic() - 2 * HEARTBEAT_INTERVAL
+            for client in self.clients:
+                transport = self.transports.get(client.index)
+                if transport is not None and client.last_frame < silent:
+                    client.last_frame = time.monotonic()
+                    transport.disconnect()
 
     async def _publish(self, base: str, rate: float) -> None:
         tick = 0.05

@@ -94,7 +94,7 @@ def measure(run: Run, server: str, sockets: int, rates: dict[Mode, float] | None
         for mode in MODES:
             connected = connect(run, child, port, mode, sockets)
             if rates is None:
-                rounds = max(1, run.plan.engine_deliveries // sockets)
+                rounds = max(1, (run.plan.variant_deliveries if extra else run.plan.engine_deliveries) // sockets)
                 rate = None
             else:
                 rounds = max(3, math.ceil(run.plan.latency_seconds * rates[mode] / sockets))

@@ -25,10 +25,6 @@ BROWSER_EXTENSIONS = "permessage-deflate; client_max_window_bits"
 CLIENTS = {"plain": None, "browser-like": BROWSER_EXTENSIONS}
 
 
-def per_connection(run: Run, name: str, process: Child, url: str, protocol: str = "plain") -> list[dict[str, Any]]:
-    return [measure(run, name, process, url, protocol, client) for client in CLIENTS]
-
-
 def measure(run: Run, name: str, process: Child, url: str, protocol: str, client: str) -> dict[str, Any]:
     sockets = run.plan.memory_sockets
 
@@ -63,31 +59,38 @@ def measure(run: Run, name: str, process: Child, url: str, protocol: str, client
     }
 
 
-def run_memory(run: Run) -> dict[str, Any]:
-    rows = []
+def tasksync(run: Run) -> tuple[Child, str, str]:
     child, port = run.tasksync("tasksync", "--dev")
-    try:
-        rows.extend(per_connection(run, "tasksync", child, f"ws://127.0.0.1:{port}/ws"))
-    finally:
-        run.stop(child)
+    return child, f"ws://127.0.0.1:{port}/ws", "plain"
+
+
+def websockets(run: Run) -> tuple[Child, str, str]:
     child, port = start_engine(run, "websockets")
+    return child, f"ws://127.0.0.1:{port}/ws", "plain"
+
+
+def centrifugo_server(run: Run) -> tuple[Child, str, str]:
+    child, port = centrifugo.child(run.raw)
+    run.start(child).wait_for_port(port)
+    return child, f"ws://127.0.0.1:{port}/connection/websocket", "centrifugo"
+
+
+def run_memory(run: Run) -> dict[str, Any]:
+    """Every server and kind of client on a fresh process: memory a process freed is reused by
+    the next connections (Python's and Go's allocators keep it), so a second measurement on the
+    same process would count too little."""
+    servers = {"tasksync": tasksync, "websockets": websockets}
+    result: dict[str, Any] = {"rows": []}
     try:
-        rows.extend(per_connection(run, "websockets", child, f"ws://127.0.0.1:{port}/ws"))
-    finally:
-        run.stop(child)
-    result: dict[str, Any] = {"rows": rows}
-    try:
-        child, port = centrifugo.child(run.raw)
+        centrifugo.ensure_binary()
+        servers["centrifugo"] = centrifugo_server
     except RuntimeError as exc:
         result["centrifugo_skipped"] = str(exc)
-        return result
-    run.start(child).wait_for_port(port)
-    try:
-        rows.extend(
-            per_connection(
-                run, "centrifugo", child, f"ws://127.0.0.1:{port}/connection/websocket", protocol="centrifugo"
-            )
-        )
-    finally:
-        run.stop(child)
+    for name, start in servers.items():
+        for client in CLIENTS:
+            child, url, protocol = start(run)
+            try:
+                result["rows"].append(measure(run, name, child, url, protocol, client))
+            finally:
+                run.stop(child)
     return result
