@@ -22,6 +22,11 @@ demo: venv
 test:
 	bash scripts/test.sh
 
+# Benchmarks against real peers (issue 8): about 14 minutes; rewrites bench/results and the
+# results block of docs/performance.md.
+bench: venv
+	$(VENV)/bin/python -m bench.run
+
 # The reliability suite's long soak (minutes, not CI's seconds).
 soak: venv
 	TASKSYNC_SOAK_SECONDS=$${TASKSYNC_SOAK_SECONDS:-300} $(VENV)/bin/python -m pytest tests/reliability/test_soak.py -s
