@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,6 @@ def rss_bytes_of(pid: int) -> int:
 
 def raise_file_limit() -> None:
     """Children inherit the orchestrator's limit; a server holding 10,000 sockets needs it raised."""
-    import resource
-
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for wanted in (max(65536, hard), hard):
         try:
@@ -219,8 +219,6 @@ class CpuSampler:
     `pids` is re-read every sample, so a restarted server is followed."""
 
     def __init__(self, pids, interval: float = 0.5) -> None:
-        import threading
-
         self.pids = pids
         self.interval = interval
         self.peak_cores = 0.0

@@ -316,6 +316,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
+    # Imported here: the backend must be chosen before pyplot loads, and nothing else in the
+    # harness should pay for importing matplotlib.
     import matplotlib
 
     matplotlib.use("Agg")
