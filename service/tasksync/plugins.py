@@ -80,6 +80,7 @@ class Plugins:
             raise PluginError("no auth plugin configured: set TASKSYNC_AUTH (jwt, header, ...) or run with --dev")
         self.auth_name = auth
         self.order = [auth, *[n for n in settings.notifiers if n != auth]]
+        self._ordered: dict[str, list[pluggy.HookImpl]] = {}
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         available = installed_plugins()
@@ -140,17 +141,23 @@ class Plugins:
     # -- calling ---------------------------------------------------------------------------
 
     def _impls(self, hook: str) -> list[pluggy.HookImpl]:
-        """Implementations in the order the plugins are configured (pluggy's own is LIFO)."""
-        impls = getattr(self._pm.hook, hook).get_hookimpls()
-        return sorted(impls, key=lambda impl: self.order.index(impl.plugin_name))
+        """Implementations in the order the plugins are configured (pluggy's own is LIFO).
+        Plugins are registered once, in __init__, so the order is worked out once per hook."""
+        impls = self._ordered.get(hook)
+        if impls is None:
+            found = getattr(self._pm.hook, hook).get_hookimpls()
+            impls = self._ordered[hook] = sorted(found, key=lambda impl: self.order.index(impl.plugin_name))
+        return impls
 
     async def _call(self, impl: pluggy.HookImpl, hook: str, *, raise_refusals: bool = False, **kwargs: Any) -> Any:
         try:
-            async with asyncio.timeout(self.timeout):
-                result = impl.function(**kwargs)
-                if inspect.isawaitable(result):
+            result = impl.function(**kwargs)
+            if inspect.isawaitable(result):
+                # Only an awaitable can be abandoned: a synchronous hook has already returned,
+                # and arming a timer for it on every event costs more than the hook itself.
+                async with asyncio.timeout(self.timeout):
                     result = await result
-                return result
+            return result
         except (AuthRefused, TokenRequired):
             if raise_refusals:
                 raise

@@ -7,6 +7,7 @@ core I/O-free). docs/protocol.md is the prose reference for these types.
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -129,6 +130,20 @@ def encode_task_update(event: TaskEvent, seq: int, epoch: str) -> str:
             notification=event.notification,
         )
     )
+
+
+def text_frame(text: str) -> bytes:
+    """`text` as one unmasked, unfragmented WebSocket text frame (RFC 6455 5.2), as a server
+    sends it."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 def decode_client_frame(text: str | bytes) -> ClientFrame:

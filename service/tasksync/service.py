@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -45,6 +46,8 @@ class Service:
     def __init__(self, settings: Settings, *, broker: Broker | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        # `.labels()` takes a lock and validates its arguments; per event, look children up once.
+        self._received = functools.cache(self.metrics.events_received.labels)
         self.plugins = plugins or Plugins(settings, self.metrics)
         self.origins = OriginPolicy(settings.allowed_origins)
         self.limits_file = LimitsFile(limits=Limits(max_frame_bytes=settings.max_frame_bytes))
@@ -156,7 +159,7 @@ class Service:
         if delivery is None:
             self.metrics.events_duplicate.inc()
             return "duplicate"
-        self.metrics.events_received.labels(event.source, event.event).inc()
+        self._received(event.source, event.event).inc()
         if delivery.listeners == 0 and self.plugins.has_offline_notifiers:
             # After the store, off the ingest path: a slow notifier never delays an acknowledgement.
             self._spawn(self.plugins.offline_event(event))

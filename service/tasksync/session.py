@@ -38,7 +38,7 @@ from .protocol import (
 from .ratelimit import TokenBucket
 from .service import Service
 from .stream import open_stream
-from .transport import TRANSPORT_ABORT_KEY
+from .transport import TRANSPORT_ABORT_KEY, TRANSPORT_SEND_NOW_KEY
 
 
 class HandshakeRejected(Exception):
@@ -139,6 +139,7 @@ async def run_session(socket: WebSocket, service: Service) -> None:
     conn = Connection(principal.user_id, service.settings.outbox_size)
     writer = asyncio.create_task(_write(socket, conn, service))
     conn.abort = _aborter(socket, asyncio.current_task())
+    conn.send_now = socket.scope.get(TRANSPORT_SEND_NOW_KEY)
     expiry = _Expiry(conn)
     expiry.schedule(principal.expires_at)
     try:

@@ -27,8 +27,10 @@ from collections.abc import Callable
 from litestar.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
+TRANSPORT_SEND_NOW_KEY = "tasksync.transport_send_now"
 
 
 def transport_abort_middleware(app: ASGIApp) -> ASGIApp:
@@ -50,6 +52,40 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.handshake_complete and self.conn.handshake_exc is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+
+    async def run_asgi(self) -> None:
+        # The protocol itself knows its transport, whatever wraps `send` on the way to the app
+        # (Litestar's exception middleware does, so the middleware above finds nothing there).
+        self.scope[TRANSPORT_ABORT_KEY] = self.transport.abort  # type: ignore[literal-required]
+        self.scope[TRANSPORT_SEND_NOW_KEY] = self.send_text_now  # type: ignore[literal-required]
+        await super().run_asgi()
+
+    def send_text_now(self, text: str, wire: bytes) -> bool:
+        """Write one text frame synchronously, as `websockets.broadcast()` does, when the
+        connection is open and its transport is not pushing back; False leaves the frame to the
+        ASGI send path (the connection's writer task), which waits for the transport.
+
+        `wire` is the same frame already serialized (`protocol.text_frame`): without an
+        extension, a server's frame is the same bytes on every socket, so the event is framed
+        once. With permessage-deflate each socket compresses its own."""
+        conn = self.conn
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+            or conn.state is not State.OPEN
+            or conn.expect_continuation_frame
+        ):
+            return False
+        if conn.extensions:
+            conn.send_text(text.encode())
+            self.transport.write(b"".join(conn.data_to_send()))
+        else:
+            self.transport.write(wire)
+        return True
 
 
 def http_protocol(handshake_timeout: float, on_timeout: Callable[[], None]) -> type[asyncio.Protocol]:
