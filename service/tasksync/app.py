@@ -15,7 +15,6 @@ from .routes.publish import publish_events
 from .routes.ws import ws_endpoint
 from .service import Service
 from .settings import Settings
-from .transport import transport_abort_middleware
 
 
 CLIENT_ERRORS: set[int | type[Exception]] = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429}
@@ -36,7 +35,6 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         route_handlers=[ws_endpoint, publish_events, health, ready, metrics, heap, *dapr_route_handlers(service.settings)]
         + (demo_route_handlers(service.settings) if service.settings.dev else []),
         lifespan=[lifespan],
-        middleware=[transport_abort_middleware],
         request_max_body_size=service.settings.max_body_bytes,
         openapi_config=None,
         # Unexpected errors must reach the log in production too, not only in debug mode.

@@ -1,10 +1,10 @@
 """TaskSync's adaptations of uvicorn's transports.
 
-1. Aborting a connection whose peer stopped reading. ASGI has no way to abort a connection:
-   every send, including the close frame, waits until the peer reads. uvicorn's `send` is a
-   method of its protocol object, which holds the asyncio transport; the middleware below puts
-   that transport's `abort` into the scope. Under another ASGI server the key is absent and a
-   stalled connection is only released when the session ends.
+1. Aborting a connection whose peer stopped reading, and writing a frame at once when nothing
+   is queued. ASGI has no way to abort a connection (every send, including the close frame,
+   waits until the peer reads) nor a synchronous send; `WebSocketProtocol` puts both into the
+   scope. Under another ASGI server the keys are absent: a stalled connection is then only
+   released when its session ends, and every frame goes through the writer task.
 2. Answering a handshake the WebSocket parser rejects. With a header line over 8 KiB (an
    oversized token in Sec-WebSocket-Protocol, say) the websockets parser prepares a 431
    response, but uvicorn's sans-I/O protocol never writes it and the connection hangs open.
@@ -24,24 +24,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from litestar.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
 TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
 TRANSPORT_SEND_NOW_KEY = "tasksync.transport_send_now"
-
-
-def transport_abort_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            transport = getattr(getattr(send, "__self__", None), "transport", None)
-            if transport is not None and hasattr(transport, "abort"):
-                scope[TRANSPORT_ABORT_KEY] = transport.abort  # type: ignore[literal-required]
-        await app(scope, receive, send)
-
-    return middleware
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -55,7 +43,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def run_asgi(self) -> None:
         # The protocol itself knows its transport, whatever wraps `send` on the way to the app
-        # (Litestar's exception middleware does, so the middleware above finds nothing there).
+        # (Litestar's exception middleware does, so nothing reachable from `send` would).
         self.scope[TRANSPORT_ABORT_KEY] = self.transport.abort  # type: ignore[literal-required]
         self.scope[TRANSPORT_SEND_NOW_KEY] = self.send_text_now  # type: ignore[literal-required]
         await super().run_asgi()
