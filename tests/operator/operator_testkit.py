@@ -10,11 +10,8 @@ admission plugin, so the tests also prove that the documented RBAC is enough.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import time
@@ -26,12 +23,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.support.servers import free_port
+from tests.support.tls import write_self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 ENSURE_KUBE = REPO / "scripts" / "ensure-kube.sh"
@@ -51,45 +47,6 @@ def ensure_binaries() -> dict[str, str]:
     return {key: paths[key] for key in ("ETCD", "KUBE_APISERVER")}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _write_self_signed(cert_path: Path, key_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tasksync-test-apiserver")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        # Its own trust anchor: clients use this very certificate as their CA bundle.
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-
-
 @dataclass
 class LocalCluster:
     workdir: Path
@@ -105,9 +62,9 @@ class LocalCluster:
 
     def start(self, *, deadline_seconds: float = 90.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        _write_self_signed(self.ca_path, self.workdir / "serving.key")
+        write_self_signed(self.ca_path, self.workdir / "serving.key", "tasksync-test-apiserver")
         # The API server signs service account tokens; it refuses to start without a key.
-        _write_self_signed(self.workdir / "sa.crt", self.workdir / "sa.key")
+        write_self_signed(self.workdir / "sa.crt", self.workdir / "sa.key", "tasksync-test-apiserver")
         self.tokens = {user: secrets.token_hex(16) for user in (ADMIN_USER, OPERATOR_USER)}
         (self.workdir / "tokens.csv").write_text(
             f'{self.tokens[ADMIN_USER]},{ADMIN_USER},uid-admin,"system:masters"\n'
