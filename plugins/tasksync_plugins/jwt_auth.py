@@ -4,7 +4,8 @@ Settings (environment): TASKSYNC_JWT_SECRET, TASKSYNC_JWT_JWKS_URL (at least one
 TASKSYNC_JWT_AUDIENCE, TASKSYNC_JWT_ISSUER (checked when set), TASKSYNC_JWT_USER_CLAIM ("sub"),
 TASKSYNC_JWT_LEEWAY (30 s of clock skew), TASKSYNC_JWT_JWKS_MIN_REFRESH (30 s between JWKS
 fetches, so a flood of tokens with made-up key ids cannot make us hammer the key server),
-TASKSYNC_JWT_MAX_TOKEN_BYTES (8192).
+TASKSYNC_JWT_MAX_TOKEN_BYTES (8192), TASKSYNC_JWT_CACHE_SIZE (10000 verified tokens kept until
+they expire; 0 turns the cache off).
 
 The algorithm decides the key, never the other way round: HS256 is verified only with the
 secret and RS256/ES256 only with a JWKS key of that type, so `alg: none` and HS/RS confusion
@@ -40,6 +41,37 @@ class JwtSettings(msgspec.Struct, kw_only=True):
     leeway: float = 30.0
     jwks_min_refresh: float = 30.0
     max_token_bytes: int = 8192
+    cache_size: int = 10_000
+
+
+class VerifiedTokens:
+    """Tokens that verified, with the principal they named, until they expire.
+
+    A client that reconnects (a dropped network, a restarted replica, a reconnect storm)
+    presents the same token again, and verifying it is the largest single cost of its
+    handshake. A hit is exactly as valid as a fresh verification would be: the settings that
+    were checked (key, audience, issuer) are fixed for the process, `nbf` has already passed,
+    and the entry is gone once the token's `exp` plus the leeway is. Bounded to `size`
+    entries; the oldest goes first."""
+
+    def __init__(self, size: int, clock=time.time) -> None:
+        self.size = size
+        self._clock = clock
+        self._principals: dict[str, Principal] = {}
+
+    def get(self, token: str) -> Principal | None:
+        principal = self._principals.get(token)
+        if principal is not None and principal.expires_at is not None and principal.expires_at <= self._clock():
+            del self._principals[token]
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.size <= 0:
+            return
+        if len(self._principals) >= self.size:
+            del self._principals[next(iter(self._principals))]
+        self._principals[token] = principal
 
 
 class KeySet:
@@ -75,15 +107,24 @@ class KeySet:
         await self._client.aclose()
 
 
-class _Verifier:
+class Verifier:
     def __init__(self, settings: JwtSettings) -> None:
         self.settings = settings
         self.keys = KeySet(settings.jwks_url, settings.jwks_min_refresh) if settings.jwks_url else None
+        self.verified = VerifiedTokens(settings.cache_size)
 
     async def verify(self, token: str) -> Principal:
         s = self.settings
         if len(token) > s.max_token_bytes:
             raise AuthRefused("oversized", f"token longer than {s.max_token_bytes} bytes")
+        principal = self.verified.get(token)
+        if principal is None:
+            principal = await self._verify_signature(token)
+            self.verified.put(token, principal)
+        return principal
+
+    async def _verify_signature(self, token: str) -> Principal:
+        s = self.settings
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -139,7 +180,7 @@ def tasksync_startup(ctx: PluginContext) -> None:
     settings = ctx.plugin_settings("TASKSYNC_JWT_", JwtSettings)
     if not settings.secret and not settings.jwks_url:
         raise PluginError("jwt auth needs TASKSYNC_JWT_SECRET (HS256) or TASKSYNC_JWT_JWKS_URL (RS256/ES256)")
-    ctx.stash[STASH] = _Verifier(settings)
+    ctx.stash[STASH] = Verifier(settings)
 
 
 @hookimpl

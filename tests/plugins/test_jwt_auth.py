@@ -14,8 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tasksync.auth import AuthRefused
 from tasksync.client import SyncClient
 from tasksync.protocol import Auth, TaskUpdate
+from tasksync_plugins.jwt_auth import JwtSettings, VerifiedTokens, Verifier
 from tests.service.test_delivery import next_update
 from tests.support.events import payload
 from tests.support.jwt_tokens import (
@@ -214,3 +216,62 @@ async def test_rotated_key_is_picked_up_on_an_unknown_kid(start_service, rsa_key
         assert (await SyncClient(service.ws, token=rs256(claims("jo"), rsa_key)).connect()).user_id == "jo"
         jwks.keys = [rsa_key, new_key]
         assert (await SyncClient(service.ws, token=rs256(claims("kim"), new_key)).connect()).user_id == "kim"
+
+
+class _CountingDecode:
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        real = jwt.decode
+
+        def decode(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(jwt, "decode", decode)
+
+
+async def test_a_token_presented_again_is_not_verified_again(monkeypatch):
+    decode = _CountingDecode(monkeypatch)
+    verifier = Verifier(JwtSettings(secret=SECRET))
+    token = hs256(claims("alice"))
+    first = await verifier.verify(token)
+    again = await verifier.verify(token)
+    assert first == again and again.user_id == "alice"
+    assert decode.calls == 1
+
+
+async def test_a_cached_token_is_verified_afresh_once_it_has_expired(monkeypatch):
+    decode = _CountingDecode(monkeypatch)
+    verifier = Verifier(JwtSettings(secret=SECRET, leeway=0))
+    now = [time.time()]
+    verifier.verified = VerifiedTokens(10, clock=lambda: now[0])
+    token = hs256(claims("alice", ttl=60))
+    principal = await verifier.verify(token)
+    now[0] = principal.expires_at  # the instant it lapses, the cache no longer vouches for it
+    await verifier.verify(token)
+    assert decode.calls == 2
+
+
+async def test_the_cache_is_bounded_and_can_be_turned_off(monkeypatch):
+    decode = _CountingDecode(monkeypatch)
+    verifier = Verifier(JwtSettings(secret=SECRET, cache_size=2))
+    tokens = [hs256(claims(user)) for user in ("a", "b", "c")]
+    for token in tokens:
+        await verifier.verify(token)
+    await verifier.verify(tokens[0])  # evicted by the third: verified again
+    await verifier.verify(tokens[2])  # still cached
+    assert decode.calls == 4
+    off = Verifier(JwtSettings(secret=SECRET, cache_size=0))
+    for _ in range(2):
+        await off.verify(tokens[0])
+    assert decode.calls == 6
+
+
+async def test_a_refused_token_is_not_cached(monkeypatch):
+    decode = _CountingDecode(monkeypatch)
+    verifier = Verifier(JwtSettings(secret=SECRET))
+    forged = hs256(claims("alice"), secret="another-secret-long-enough-for-hs256!!")
+    for _ in range(2):
+        with pytest.raises(AuthRefused):
+            await verifier.verify(forged)
+    assert decode.calls == 2
