@@ -87,7 +87,7 @@ class _Client:
             return
         self.state = "connecting"
         try:
-            transport, _ = await ws_connect(
+            transport, listener = await ws_connect(
                 lambda: _Listener(self),
                 self.url(),
                 local_addr=source_address(self.index),
@@ -104,9 +104,11 @@ class _Client:
             self.failed_attempts += 1
             self.schedule_retry()
             return
-        if transport.is_disconnected:
+        if transport.is_disconnected and not (isinstance(listener, _Listener) and listener.upgraded):
             # picows returns normally, without calling the listener, when the server drops the
-            # connection before answering the upgrade (a server shutting down does).
+            # connection before answering the upgrade (a server shutting down does). When it
+            # answered (and closed at once, as a draining server does with 1012), the listener's
+            # on_ws_disconnected reports the loss: retrying here too would run two connections.
             self.storm.connect_errors["closed before upgrade"] += 1
             self.failed_attempts += 1
             self.schedule_retry()
@@ -162,8 +164,10 @@ class _Listener(WSListener):
     def __init__(self, client: _Client) -> None:
         self.client = client
         self.code = ABNORMAL
+        self.upgraded = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
+        self.upgraded = True
         self.client.state = "open"
         self.client.last_frame = time.monotonic()
         self.client.storm.transports[self.client.index] = transport

@@ -84,7 +84,7 @@ class Connection:
 
     __slots__ = (
         "id", "user_id", "outbox", "closing", "sending_since", "abort", "send_now", "epoch", "last_taken_seq",
-        "_replaying", "_held",
+        "last_queued_seq", "_replaying", "_held",
     )
 
     def __init__(self, user_id: str, outbox_size: int) -> None:
@@ -103,6 +103,9 @@ class Connection:
         # the outbox: where a server-side catch-up resumes it from.
         self.epoch = ""
         self.last_taken_seq = 0
+        # The newest seq queued or written in `epoch`. A live delivery at or below it was
+        # already covered by a replay (Redis hands the hub an event after history has it).
+        self.last_queued_seq = 0
         # While a resume replays history, live deliveries are held back so that nothing
         # overtakes the replay; `end_replay` releases them in order without duplicates.
         self._replaying = True
@@ -116,7 +119,12 @@ class Connection:
         if self._replaying:
             self._held.append(delivery)
             return True
-        return self.outbox.offer(delivery)
+        if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
+            return True  # already queued or sent
+        if not self.outbox.offer(delivery):
+            return False
+        self.last_queued_seq = delivery.seq
+        return True
 
     def write_now(self, delivery: Delivery, wire: Callable[[], bytes]) -> bool:
         """Write a delivery to the socket at once when that cannot overtake anything: not
@@ -125,16 +133,19 @@ class Connection:
         refuses goes through the outbox as before, so backpressure and stall detection stay."""
         if self.send_now is None or self._replaying or self.closing is not None or self.outbox or self.sending_since:
             return False
+        if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
+            return False  # already queued or sent: `enqueue` drops it
         if not self.send_now(delivery.frame, wire()):
             return False
-        self.last_taken_seq = delivery.seq
+        self.last_taken_seq = self.last_queued_seq = delivery.seq
         return True
 
     def end_replay(self, replayed_up_to: int) -> bool:
         """Release held live deliveries newer than the replay; False if the outbox overflowed."""
         self._replaying = False
+        self.last_queued_seq = replayed_up_to
         held, self._held = self._held, []
-        return all(self.outbox.offer(d) for d in held if d.seq > replayed_up_to)
+        return all(self.enqueue(d) for d in held if d.seq > replayed_up_to)
 
     def begin_replay(self) -> None:
         """Enter replay mode for a mid-connection resume. Queued deliveries are dropped: the

@@ -1,0 +1,73 @@
+"""The replay/live seam on the Redis broker, where live deliveries arrive late.
+
+With Redis, an event is stored (and so replayable) the moment the publish script runs, but it
+reaches this process's hub only when the pub/sub listener gets to its message. A connection that
+resumes in between replays the event from history, leaves replay mode, and then receives the
+same event again from the listener. Runs the real broker, hub and stream logic against a real
+redis-server, in one event loop and without sockets, so the lagging listener can be held still.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tasksync.broker import Delivery
+from tasksync.broker.redis import RedisBroker
+from tasksync.events import TaskEvent
+from tasksync.hub import Connection
+from tasksync.service import Service
+from tasksync.settings import Settings
+from tasksync.stream import open_stream
+from tests.support.waiting import eventually
+
+USER = "lag"
+
+
+def seqs(conn: Connection) -> list[int]:
+    """Every delivery queued on the connection so far, in order (it has no writer)."""
+    items = []
+    while (item := conn.outbox.take_nowait()) is not None:
+        items.append(item)
+    return [item.seq for item in items if isinstance(item, Delivery)]
+
+
+async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_the_replay(redis_server):
+    broker = RedisBroker(redis_server.url)
+    service = Service(Settings(dev=True), broker=broker)
+    await broker.start()
+    try:
+        await eventually(broker.ready, what="the pub/sub listener up")
+        # A tab that is live and keeps the user's channel subscribed.
+        live = Connection(USER, 100)
+        assert service.hub.add(live)
+        await broker.watch(USER)
+        await open_stream(live, service, None, first=True)
+        epoch = live.epoch
+
+        # Hold the listener at the next pub/sub message, as a busy event loop would.
+        held, release = asyncio.Event(), asyncio.Event()
+        on_message = broker._on_message
+
+        async def lagging(data: bytes) -> None:
+            held.set()
+            await release.wait()
+            await on_message(data)
+
+        broker._on_message = lagging
+        await broker.publish(TaskEvent(id="e1", user_id=USER, event="task.created", task={}, occurred_at="t"))
+        await eventually(held.is_set, what="the listener holding the message of seq 1")
+
+        # A second tab resumes from 0: history already holds seq 1, so the replay carries it.
+        resuming = Connection(USER, 100)
+        assert not service.hub.add(resuming)
+        await open_stream(resuming, service, (0, epoch), first=True)
+        assert not resuming.replaying
+
+        # Now the listener delivers seq 1 live, to every tab of the user.
+        release.set()
+        live_seqs: list[int] = []
+        await eventually(lambda: live_seqs.extend(seqs(live)) or live_seqs, what="seq 1 delivered live")
+        assert live_seqs == [1]
+        assert seqs(resuming) == [1], "the resumed tab got seq 1 from the replay and again live"
+    finally:
+        await broker.stop()
