@@ -88,3 +88,14 @@ async def test_duplicate_event_ids_are_delivered_once_within_the_window():
     clock.now += 11
     assert await broker.publish(event("a", 1)) is not None
     assert [d.seq for d in seen] == [1, 2]
+
+
+async def test_an_id_past_the_window_is_new_even_before_the_sweep_removes_it():
+    clock = Clock()
+    broker = MemoryBroker(dedupe_window=10, clock=clock)
+    assert await broker.publish(event("a", 1)) is not None
+    clock.now += 9.9  # a sweep runs here; "a" is still inside the window and stays
+    assert await broker.publish(event("a", 2)) is not None
+    clock.now += 0.6  # the next sweep is not due yet, but "a" was seen 10.5 s ago
+    assert await broker.publish(event("a", 1)) is not None
+    assert await broker.publish(event("a", 2)) is None  # seen 0.6 s ago

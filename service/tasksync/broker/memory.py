@@ -26,22 +26,32 @@ class _UserLog:
 class DedupeWindow:
     """Event ids seen within the last `window` seconds, bounded to `max_ids` entries."""
 
+    # Expired ids are swept at most this often: a sweep per event would cost every publish a
+    # look at the oldest entry. Between sweeps an expired id is recognised by its own time.
+    SWEEP_INTERVAL = 1.0
+
     def __init__(self, window: float, max_ids: int) -> None:
         self.window = window
         self.max_ids = max_ids
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._next_sweep = float("-inf")
 
     def first_sighting(self, event_id: str, now: float) -> bool:
         """Record `event_id`; False if it was already seen inside the window."""
-        self._expire(now)
-        if event_id in self._seen:
-            return False
+        if now >= self._next_sweep:
+            self._sweep(now)
+        seen_at = self._seen.get(event_id)
+        if seen_at is not None:
+            if seen_at >= now - self.window:
+                return False
+            del self._seen[event_id]
         self._seen[event_id] = now
         if len(self._seen) > self.max_ids:
             self._seen.popitem(last=False)
         return True
 
-    def _expire(self, now: float) -> None:
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_INTERVAL
         horizon = now - self.window
         while self._seen:
             oldest_id, seen_at = next(iter(self._seen.items()))
