@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 
 import msgspec
 from litestar import WebSocket
@@ -49,8 +50,24 @@ class HandshakeRejected(Exception):
         self.message = message
 
 
+def request_headers(socket: WebSocket) -> dict[str, str]:
+    """The handshake's headers by (lower-case) name, a repeated header's values joined with
+    commas as HTTP allows. Read from the scope: `socket.headers` would build, and keep for the
+    whole connection, a multi-dict of them."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in socket.scope["headers"]:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _header(socket: WebSocket, name: bytes) -> str | None:
+    values = [value.decode("latin-1") for key, value in socket.scope["headers"] if key == name]
+    return ", ".join(values) if values else None
+
+
 def offered_subprotocols(socket: WebSocket) -> list[str]:
-    header = socket.headers.get("sec-websocket-protocol", "")
+    header = _header(socket, b"sec-websocket-protocol") or ""
     return [entry.strip() for entry in header.split(",") if entry.strip()]
 
 
@@ -74,26 +91,49 @@ def reconnect_attempts(query: dict[str, str]) -> int | None:
     return min(int(attempts), 1000) if attempts.isdigit() else 0
 
 
-async def run_session(socket: WebSocket, service: Service) -> None:
-    metrics = service.metrics
-    if not service.origins.allows(socket.headers.get("origin")):
-        # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
-        metrics.handshakes_refused.labels("origin").inc()
-        await socket.close()
-        return
-    offered = offered_subprotocols(socket)
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+def read_handshake(socket: WebSocket, service: Service, offered: list[str]) -> Handshake:
+    """What the plugins get to see of the handshake. Built again for a token refresh rather
+    than kept: an idle connection should hold as little as possible."""
     query = dict(socket.query_params)
     token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
     if token is None and service.settings.token_query_param:
         token = query.get("token")
     query.pop("token", None)  # never handed to plugins, never logged by them
-    handshake = Handshake(
+    return Handshake(
         query=query,
-        headers=dict(socket.headers),
+        headers=request_headers(socket),
         client_host=socket.client.host if socket.client else None,
         token=token,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A handshake that passed: who connected, from where they resume, and how many attempts
+    failed before (None: not a reconnect)."""
+
+    principal: Principal
+    resume: tuple[int, str] | None
+    attempts: int | None
+
+
+async def run_session(socket: WebSocket, service: Service) -> None:
+    admission = await _admit(socket, service)
+    if admission is not None:
+        await _serve(socket, service, admission)
+
+
+async def _admit(socket: WebSocket, service: Service) -> Admission | None:
+    """Check, accept and authenticate a handshake; None once it has been refused and closed."""
+    metrics = service.metrics
+    offered = offered_subprotocols(socket)
+    if not service.origins.allows(_header(socket, b"origin")):
+        # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
+        metrics.handshakes_refused.labels("origin").inc()
+        await socket.close()
+        return None
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    handshake = read_handshake(socket, service, offered)
     principal: Principal | None = None
     try:
         if service.draining:
@@ -102,7 +142,7 @@ async def run_session(socket: WebSocket, service: Service) -> None:
             raise HandshakeRejected(CLOSE_TRY_AGAIN_LATER, "process_limit", "server full: try again later")
         if offered and subprotocol is None:
             raise HandshakeRejected(CLOSE_POLICY, "subprotocol", f"unsupported subprotocol: offer {SUBPROTOCOL}")
-        resume = resume_request(query)
+        resume = resume_request(handshake.query)
         try:
             principal = await service.plugins.authenticate(handshake)
         except TokenRequired:
@@ -115,22 +155,27 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         # Accept first so the client sees the close code and reason rather than a bare HTTP 403.
         await socket.accept(subprotocols=subprotocol)
         await socket.close(rejected.code, close_reason(rejected.message))
-        return
+        return None
 
     await socket.accept(subprotocols=subprotocol)
     if principal is None:
         principal = await _first_frame_auth(socket, service, handshake)
         if principal is None:
-            return
+            return None
     if len(service.hub.connections_of(principal.user_id)) >= service.limits.max_connections_per_user:
         # The newest connection is refused, not the oldest evicted: evicting would make two
         # over-limit tabs knock each other out forever as each reconnects.
         metrics.handshakes_refused.labels("user_limit").inc()
         limit = service.limits.max_connections_per_user
         await socket.close(CLOSE_RATE_LIMITED, close_reason(f"too many connections for this user (limit {limit})"))
-        return
+        return None
+    return Admission(principal, resume, reconnect_attempts(handshake.query))
 
-    attempts = reconnect_attempts(query)
+
+async def _serve(socket: WebSocket, service: Service, admission: Admission) -> None:
+    """Run an admitted connection: register it, open its stream, read until it ends."""
+    metrics = service.metrics
+    principal, attempts = admission.principal, admission.attempts
     metrics.connections_opened.labels("new" if attempts is None else "reconnect").inc()
     if attempts is not None:
         metrics.reconnects.inc()
@@ -146,11 +191,11 @@ async def run_session(socket: WebSocket, service: Service) -> None:
         if service.hub.add(conn):
             await service.broker.watch(conn.user_id)
         try:
-            await open_stream(conn, service, resume, first=True)
+            await open_stream(conn, service, admission.resume, first=True)
         except BrokerUnavailable:
             # Without offsets the stream cannot start honestly; the client retries with backoff.
             conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
-        await _read(socket, conn, service, handshake, expiry)
+        await _read(socket, conn, service, expiry)
     except asyncio.CancelledError:
         if conn.closing is None or conn.closing.label != "stalled":
             raise  # a cancellation that is not our own abort (server shutdown) goes on up
@@ -225,7 +270,7 @@ async def _refuse(socket: WebSocket, service: Service, reason: str, message: str
     return None
 
 
-async def _read(socket: WebSocket, conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:
+async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _Expiry) -> None:
     metrics = service.metrics
     limits = service.limits
     bucket = TokenBucket(limits.inbound_messages_per_second, limits.inbound_burst)
@@ -262,6 +307,7 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, handshake
             except BrokerUnavailable:
                 conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         elif isinstance(frame, Auth):
+            handshake = read_handshake(socket, service, offered_subprotocols(socket))
             await _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token), expiry)
         # Pong needs no answer: any inbound frame already proves the client is alive.
 

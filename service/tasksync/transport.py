@@ -12,7 +12,12 @@
 3. Logging a client's invalid UTF-8 as what it is. uvicorn closes such a connection correctly
    (1007) but logs it as an ERROR with a stack trace, which lets any client flood the error
    log; `quiet_client_protocol_errors()` turns it into a one-line warning.
-4. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
+4. Holding less per idle connection. uvicorn keeps an asyncio.Queue and an asyncio.Event per
+   connection (four deques, about 3 KiB, for a queue that never holds more than a few
+   messages) and the handshake's request and response with their headers for as long as the
+   connection lives. `WebSocketProtocol` swaps in single-consumer equivalents and lets go of
+   the handshake once it is answered.
+5. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
    client that trickles them holds a connection and a file descriptor indefinitely.
    `http_protocol()` closes a connection whose request headers are not complete within the
    handshake timeout.
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -32,8 +38,83 @@ TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
 TRANSPORT_SEND_NOW_KEY = "tasksync.transport_send_now"
 
 
+class ReceiveQueue:
+    """The part of asyncio.Queue uvicorn's protocol uses, for its one consumer (the app's
+    `receive`). uvicorn pauses reading after every message, so it holds a handful at most."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class WritableFlag:
+    """The part of asyncio.Event uvicorn's protocol uses for "the transport takes data", with
+    its waiters' list made only when a send actually has to wait."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, plus the answer to a rejected handshake."""
+    """uvicorn's sans-I/O WebSocket protocol with the adaptations listed above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = WritableFlag()  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and self.response is not None:
+            # Answered: nothing reads the handshake's request or response again. The request
+            # object itself stays referenced by the websockets parser's generator frame, so
+            # its headers are emptied rather than just dropped.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
