@@ -33,47 +33,50 @@ OutboxItem = Delivery | str | CloseRequest
 
 
 class Outbox:
-    """A bounded FIFO with one consumer. Cheaper than asyncio.Queue on the hot path, and it
-    lets a close request jump the capacity check."""
+    """A bounded FIFO with one consumer, the connection's writer. A close request may jump the
+    capacity check. It holds no buffer while empty: most connections are idle most of the time,
+    and most frames never wait in an outbox at all (see `Connection.write_now`)."""
 
-    __slots__ = ("capacity", "_items", "_ready")
+    __slots__ = ("capacity", "items")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: deque[OutboxItem] = deque()
-        self._ready = asyncio.Event()
+        # None while empty.
+        self.items: deque[OutboxItem] | None = None
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items) if self.items is not None else 0
 
     def offer(self, item: OutboxItem) -> bool:
         """Queue an item unless the outbox is full."""
-        if len(self._items) >= self.capacity:
+        if self.items is None:
+            self.items = deque()
+        elif len(self.items) >= self.capacity:
             return False
-        self._items.append(item)
-        self._ready.set()
+        self.items.append(item)
         return True
 
     def close_with(self, request: CloseRequest) -> None:
         """Drop what is queued and make the close the next thing the writer sees. The client
         resumes from its last `seq`, so the dropped frames are not lost to it."""
-        self._items.clear()
-        self._items.append(request)
-        self._ready.set()
+        self.items = deque((request,))
 
     def drop_deliveries(self) -> None:
-        kept = [item for item in self._items if not isinstance(item, Delivery)]
-        self._items.clear()
-        self._items.extend(kept)
+        if self.items is not None:
+            kept = [item for item in self.items if not isinstance(item, Delivery)]
+            self.items = deque(kept) if kept else None
+
+    def peek(self) -> OutboxItem | None:
+        return self.items[0] if self.items is not None else None
 
     def take_nowait(self) -> OutboxItem | None:
-        return self._items.popleft() if self._items else None
-
-    async def take(self) -> OutboxItem:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
+        items = self.items
+        if items is None:
+            return None
+        item = items.popleft()
+        if not items:
+            self.items = None
+        return item
 
 
 _connection_ids = itertools.count(1)
@@ -83,8 +86,8 @@ class Connection:
     """Per-socket delivery state. The socket itself belongs to the session."""
 
     __slots__ = (
-        "id", "user_id", "outbox", "closing", "sending_since", "abort", "send_now", "epoch", "last_taken_seq",
-        "last_queued_seq", "_replaying", "_held",
+        "id", "user_id", "outbox", "closing", "sending_since", "abort", "send_now", "start_writer", "epoch",
+        "last_taken_seq", "last_queued_seq", "_replaying", "_held", "_writer",
     )
 
     def __init__(self, user_id: str, outbox_size: int) -> None:
@@ -99,6 +102,11 @@ class Connection:
         self.abort: Callable[[], None] | None = None
         # Set by the session when the transport can take a frame synchronously (see write_now).
         self.send_now: Callable[[str, bytes], bool] | None = None
+        # Set by the session: starts the writer, a task that drains the outbox through the
+        # awaitable ASGI send and ends once it is empty. A writer runs only while frames wait
+        # (the transport pushes back, or a close must be sent), so an idle connection has none.
+        self.start_writer: Callable[[], asyncio.Task[None]] | None = None
+        self._writer: asyncio.Task[None] | None = None
         # The epoch of this connection's stream, and the newest seq its writer has taken from
         # the outbox: where a server-side catch-up resumes it from.
         self.epoch = ""
@@ -121,9 +129,17 @@ class Connection:
             return True
         if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
             return True  # already queued or sent
-        if not self.outbox.offer(delivery):
+        if not self.offer(delivery):
             return False
         self.last_queued_seq = delivery.seq
+        return True
+
+    def offer(self, item: OutboxItem) -> bool:
+        """Queue a frame, then write what the transport takes at once and leave the rest to a
+        writer; False if the outbox is full."""
+        if not self.outbox.offer(item):
+            return False
+        self._wake_writer()
         return True
 
     def write_now(self, delivery: Delivery, wire: Callable[[], bytes]) -> bool:
@@ -131,7 +147,7 @@ class Connection:
         replaying, nothing queued, the writer idle, the transport accepting data. This spares
         the writer task a wake-up (and the garbage of an await chain) per frame; whatever it
         refuses goes through the outbox as before, so backpressure and stall detection stay."""
-        if self.send_now is None or self._replaying or self.closing is not None or self.outbox or self.sending_since:
+        if self._replaying or not self._may_write_now():
             return False
         if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
             return False  # already queued or sent: `enqueue` drops it
@@ -139,6 +155,34 @@ class Connection:
             return False
         self.last_taken_seq = self.last_queued_seq = delivery.seq
         return True
+
+    def _may_write_now(self) -> bool:
+        return self.send_now is not None and self.closing is None and self.outbox.items is None and self._writer is None
+
+    def _wake_writer(self) -> None:
+        if self._writer is not None or self.start_writer is None:
+            return
+        # Control frames at the head of the outbox (`connected`, resync notices, errors, pings)
+        # go out at once when the transport takes them: for a handshake, that spares a task.
+        # Deliveries and closes are the writer's, which counts and times deliveries and sends
+        # the close through ASGI.
+        send_now = self.send_now
+        while send_now is not None and isinstance(head := self.outbox.peek(), str):
+            if not send_now(head, text_frame(head)):
+                break
+            self.outbox.take_nowait()
+        if self.outbox.items is not None:
+            self._writer = self.start_writer()
+
+    def writer_finished(self) -> None:
+        """Called by the writer as it ends: the next frame queued starts another."""
+        self._writer = None
+
+    def stop_writer(self) -> asyncio.Task[None] | None:
+        """The session is ending: no writer starts again. Returns the running one, if any."""
+        self.start_writer = None
+        writer, self._writer = self._writer, None
+        return writer
 
     def end_replay(self, replayed_up_to: int) -> bool:
         """Release held live deliveries newer than the replay; False if the outbox overflowed."""
@@ -157,6 +201,7 @@ class Connection:
         if self.closing is None:
             self.closing = request
             self.outbox.close_with(request)
+            self._wake_writer()
 
 
 class _WireFrame:
@@ -266,7 +311,7 @@ class Hub:
                 # A connection still replaying has not sent `connected` yet; it must come first.
                 if conn.replaying:
                     continue
-                if not conn.outbox.offer(frame):
+                if not conn.offer(frame):
                     self.close_slow_consumer(conn)
 
     def close_all(self, request: CloseRequest) -> None:

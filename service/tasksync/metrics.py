@@ -169,7 +169,7 @@ class Metrics:
         )
         # Leak detectors: both return to their idle values when every socket has closed.
         self.asyncio_tasks = Gauge(
-            "tasksync_asyncio_tasks", "asyncio tasks alive in this process (one writer per socket).", registry=r
+            "tasksync_asyncio_tasks", "asyncio tasks alive in this process (one per socket, plus a writer while frames wait).", registry=r
         )
         self.connected_users = Gauge(
             "tasksync_connected_users", "Users with at least one live connection in this process.", registry=r

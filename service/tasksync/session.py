@@ -182,9 +182,9 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
         metrics.reconnect_failed_attempts.inc(attempts)
 
     conn = Connection(principal.user_id, service.settings.outbox_size)
-    writer = asyncio.create_task(_write(socket, conn, service))
     conn.abort = _aborter(socket, asyncio.current_task())
     conn.send_now = socket.scope.get(TRANSPORT_SEND_NOW_KEY)
+    conn.start_writer = lambda: asyncio.create_task(_write(socket, conn, service))
     expiry = _Expiry(conn)
     expiry.schedule(principal.expires_at)
     try:
@@ -203,10 +203,12 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
         pass  # the peer went away while we were reading: the normal end of a session
     finally:
         expiry.cancel()
-        writer.cancel()
-        # The writer ends with the socket, however it ended (cancelled, or the peer gone in
-        # mid-send); none of that may skip the bookkeeping below.
-        await asyncio.gather(writer, return_exceptions=True)
+        writer = conn.stop_writer()
+        if writer is not None:
+            writer.cancel()
+            # The writer ends with the socket, however it ended (cancelled, or the peer gone in
+            # mid-send); none of that may skip the bookkeeping below.
+            await asyncio.gather(writer, return_exceptions=True)
         if service.hub.remove(conn):
             await service.broker.unwatch(conn.user_id)
         label = conn.closing.label if conn.closing else "client"
@@ -298,7 +300,7 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _
             frame = decode_client_frame(text)
         except ProtocolError as error:
             metrics.client_frames_rejected.labels(error.code).inc()
-            conn.outbox.offer(encode(error.to_frame()))
+            conn.offer(encode(error.to_frame()))
             continue
         if isinstance(frame, Resume):
             conn.begin_replay()
@@ -341,26 +343,31 @@ def _aborter(socket: WebSocket, session: asyncio.Task | None):
 
 
 async def _write(socket: WebSocket, conn: Connection, service: Service) -> None:
+    """Send what the outbox holds through the ASGI send, which waits while the transport pushes
+    back; end once it is empty (the next frame queued starts another writer) or after a close."""
     metrics = service.metrics
     outbox = conn.outbox
     send = socket.send
     clock = asyncio.get_running_loop().time
-    while True:
-        item = await outbox.take()
-        conn.sending_since = clock()
-        if isinstance(item, CloseRequest):
-            with contextlib.suppress(Exception):
-                await socket.close(item.code, close_reason(item.reason))
-            conn.sending_since = 0.0
-            return
-        if isinstance(item, Delivery):
-            conn.last_taken_seq = item.seq
-            await send({"type": "websocket.send", "text": item.frame})
-            conn.sending_since = 0.0
-            metrics.events_delivered.inc()
-            item.pending_writes -= 1
-            if item.pending_writes == 0 and item.received_ns is not None:
-                metrics.delivery_latency.observe((time.monotonic_ns() - item.received_ns) / 1e9)
-        else:
-            await send({"type": "websocket.send", "text": item})
-            conn.sending_since = 0.0
+    try:
+        while (item := outbox.take_nowait()) is not None:
+            conn.sending_since = clock()
+            if isinstance(item, CloseRequest):
+                conn.stop_writer()  # nothing may follow the close frame
+                with contextlib.suppress(Exception):
+                    await socket.close(item.code, close_reason(item.reason))
+                conn.sending_since = 0.0
+                return
+            if isinstance(item, Delivery):
+                conn.last_taken_seq = item.seq
+                await send({"type": "websocket.send", "text": item.frame})
+                conn.sending_since = 0.0
+                metrics.events_delivered.inc()
+                item.pending_writes -= 1
+                if item.pending_writes == 0 and item.received_ns is not None:
+                    metrics.delivery_latency.observe((time.monotonic_ns() - item.received_ns) / 1e9)
+            else:
+                await send({"type": "websocket.send", "text": item})
+                conn.sending_since = 0.0
+    finally:
+        conn.writer_finished()

@@ -36,7 +36,7 @@ async def open_stream(
     # when it starts fresh or must resync. The writer moves it on as it takes deliveries.
     conn.last_taken_seq = position.seq if resume is None or resync is not None else resume[0]
     if first:
-        conn.outbox.offer(
+        conn.offer(
             encode(
                 Connected(
                     user_id=conn.user_id,
@@ -51,8 +51,8 @@ async def open_stream(
     if resume is not None and client_resume:
         service.metrics.resume_outcomes.labels("resync" if resync else "recovered").inc()
     if resync is not None:
-        conn.outbox.offer(encode(ResyncRequired(reason=resync, seq=position.seq, epoch=position.epoch)))
+        conn.offer(encode(ResyncRequired(reason=resync, seq=position.seq, epoch=position.epoch)))
     replayed_up_to = replayed[-1].seq if replayed else position.seq
-    ok = all(conn.outbox.offer(d) for d in replayed)
+    ok = all(conn.offer(d) for d in replayed)
     if not (conn.end_replay(replayed_up_to) and ok):
         service.hub.close_slow_consumer(conn)

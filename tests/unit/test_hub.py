@@ -101,13 +101,75 @@ def test_close_all_reaches_every_connection():
     assert all(drained(conn) == [request] for conn in conns)
 
 
-async def test_outbox_take_waits_for_an_item():
+def test_an_outbox_holds_no_buffer_while_empty():
     outbox = Outbox(4)
-    taker = asyncio.create_task(outbox.take())
-    await asyncio.sleep(0)
-    assert not taker.done()
+    assert outbox.items is None
     outbox.offer("x")
-    assert await asyncio.wait_for(taker, 1) == "x"
+    assert outbox.take_nowait() == "x"
+    assert outbox.items is None and outbox.take_nowait() is None
+
+
+class FakeTransport:
+    """Takes frames synchronously while `open`; counts the writers a connection starts."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.written: list[str] = []
+        self.writers = 0
+
+    def send_now(self, text: str, wire: bytes) -> bool:
+        if self.open:
+            self.written.append(text)
+        return self.open
+
+    def attach(self, conn: Connection) -> None:
+        conn.send_now = self.send_now
+
+        def start_writer():
+            self.writers += 1
+            return asyncio.get_running_loop().create_future()  # a writer that never runs
+
+        conn.start_writer = start_writer
+
+
+async def test_frames_the_transport_takes_need_no_writer():
+    hub, conn, transport = Hub(Metrics()), Connection("a", 10), FakeTransport()
+    transport.attach(conn)
+    hub.add(conn)
+    conn.offer("connected")  # while replaying: control frames still go out at once
+    conn.end_replay(0)
+    hub.deliver(delivery("a", 1))
+    hub.broadcast_ping()
+    assert transport.written[:2] == ["connected", delivery("a", 1).frame]
+    assert transport.written[2].startswith('{"type":"ping"')
+    assert transport.writers == 0 and conn.outbox.items is None
+
+
+async def test_a_writer_starts_only_when_the_transport_pushes_back_and_once():
+    hub, conn, transport = Hub(Metrics()), live("a"), FakeTransport()
+    transport.attach(conn)
+    hub.add(conn)
+    transport.open = False
+    hub.deliver(delivery("a", 1))
+    hub.deliver(delivery("a", 2))
+    conn.offer("ping")
+    assert transport.writers == 1
+    assert [getattr(item, "seq", item) for item in drained(conn)] == [1, 2, "ping"]
+    conn.writer_finished()
+    transport.open = True
+    hub.deliver(delivery("a", 3))  # the writer is gone and nothing waits: written at once
+    assert transport.written == [delivery("a", 3).frame] and transport.writers == 1
+
+
+async def test_a_close_is_the_writers_and_no_writer_starts_after_the_session_ends():
+    conn, transport = live("a"), FakeTransport()
+    transport.attach(conn)
+    conn.request_close(CloseRequest(1013, "slow", "slow_consumer"))
+    assert transport.writers == 1 and transport.written == []
+    conn.stop_writer()
+    conn.outbox.take_nowait()
+    conn.offer("ping")
+    assert transport.writers == 1
 
 
 def test_outbound_limit_defers_the_user_until_a_catch_up_and_says_when():
