@@ -18,11 +18,11 @@ import itertools
 import logging
 
 import uvicorn
-from tasksync.app import create_app
 from tasksync.events import TaskEvent
 from tasksync.service import Service
 from tasksync.settings import Settings
-from tasksync.transport import WebSocketProtocol, http_protocol, quiet_client_protocol_errors
+from tasksync.server import uvicorn_config
+from tasksync.transport import WebSocketProtocol, quiet_client_protocol_errors
 
 from ..shape import TIMESTAMP, task
 from .control import serve_control
@@ -37,22 +37,9 @@ LOOPS = ("uvloop", "asyncio")
 
 
 async def serve(port: int, ws: str, loop: str, limits_file: str) -> None:
-    settings = Settings(dev=True, port=port, limits_file=limits_file, log_level="warning")
+    settings = Settings(dev=True, host="127.0.0.1", port=port, limits_file=limits_file, log_level="warning")
     service = Service(settings)
-    # The configuration of server.run, with the WebSocket implementation and loop as chosen.
-    config = uvicorn.Config(
-        create_app(service=service),
-        host="127.0.0.1",
-        port=port,
-        ws=WS_IMPLEMENTATIONS[ws],
-        loop=loop,
-        http=http_protocol(
-            settings.handshake_timeout, service.metrics.handshakes_refused.labels("handshake_timeout").inc
-        ),
-        lifespan="on",
-        log_level="warning",
-        ws_max_size=max(1 << 20, settings.max_frame_bytes),
-    )
+    config = uvicorn_config(service, ws=WS_IMPLEMENTATIONS[ws], loop=loop)
     quiet_client_protocol_errors()
     server = uvicorn.Server(config)
     # Event ids must stay unique for the whole process: the broker's dedupe window would drop

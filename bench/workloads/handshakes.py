@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..harness import Run, cpu_share
+from ..harness import Profiler, Run, cpu_share
 
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256!"
 CONCURRENCY = 64
@@ -27,7 +27,8 @@ def rate(run: Run, auth: str, *args: str, env: dict[str, str] | None = None) -> 
         # The first few hundred warm the process up (imports, caches) and are not counted.
         run.ask({**command, "count": min(200, run.plan.handshakes)})
         cpu_before = child.cpu_seconds()
-        measured = run.ask({**command, "count": run.plan.handshakes}, timeout=600)
+        with Profiler(run, child, f"handshakes-{auth}"):
+            measured = run.ask({**command, "count": run.plan.handshakes}, timeout=600)
         server_cpu = child.cpu_seconds() - cpu_before
     finally:
         run.stop(child)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -45,14 +46,11 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run(settings: Settings) -> None:
-    try:
-        service = Service(settings)
-    except PluginError as exc:
-        raise RuntimeError(str(exc)) from exc
-    app = create_app(service=service)
-    config = uvicorn.Config(
-        app,
+def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
+    """How TaskSync runs under uvicorn. `overrides` replace single options (the benchmarks
+    compare uvicorn's other WebSocket implementations and loops this way)."""
+    settings = service.settings
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -73,5 +71,14 @@ def run(settings: Settings) -> None:
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         timeout_graceful_shutdown=5,
     )
+    options.update(overrides)
+    return uvicorn.Config(create_app(service=service), **options)
+
+
+def run(settings: Settings) -> None:
+    try:
+        service = Service(settings)
+    except PluginError as exc:
+        raise RuntimeError(str(exc)) from exc
     quiet_client_protocol_errors()
-    DrainingServer(config, service).run()
+    DrainingServer(uvicorn_config(service), service).run()
