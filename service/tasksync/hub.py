@@ -142,22 +142,25 @@ class Connection:
         self._wake_writer()
         return True
 
-    def write_now(self, delivery: Delivery, wire: Callable[[], bytes]) -> bool:
+    def write_now(self, delivery: Delivery, wire: bytes) -> bool:
         """Write a delivery to the socket at once when that cannot overtake anything: not
         replaying, nothing queued, the writer idle, the transport accepting data. This spares
         the writer task a wake-up (and the garbage of an await chain) per frame; whatever it
         refuses goes through the outbox as before, so backpressure and stall detection stay."""
-        if self._replaying or not self._may_write_now():
+        if (
+            self._replaying
+            or self.send_now is None
+            or self.closing is not None
+            or self.outbox.items is not None
+            or self._writer is not None
+        ):
             return False
         if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
             return False  # already queued or sent: `enqueue` drops it
-        if not self.send_now(delivery.frame, wire()):
+        if not self.send_now(delivery.frame, wire):
             return False
         self.last_taken_seq = self.last_queued_seq = delivery.seq
         return True
-
-    def _may_write_now(self) -> bool:
-        return self.send_now is not None and self.closing is None and self.outbox.items is None and self._writer is None
 
     def _wake_writer(self) -> None:
         if self._writer is not None or self.start_writer is None:
@@ -202,21 +205,6 @@ class Connection:
             self.closing = request
             self.outbox.close_with(request)
             self._wake_writer()
-
-
-class _WireFrame:
-    """A delivery's frame serialized once, on first use, for every socket that takes it."""
-
-    __slots__ = ("text", "wire")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.wire: bytes | None = None
-
-    def __call__(self) -> bytes:
-        if self.wire is None:
-            self.wire = text_frame(self.text)
-        return self.wire
 
 
 class Hub:
@@ -286,7 +274,8 @@ class Hub:
             return len(conns)
         delivery.pending_writes = len(conns)
         written = 0
-        wire = _WireFrame(delivery.frame)
+        # Framed once for every socket that takes it at once (see WebSocketProtocol.send_text_now).
+        wire = text_frame(delivery.frame)
         for conn in conns:
             if conn.write_now(delivery, wire):
                 written += 1

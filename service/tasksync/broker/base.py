@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 from ..events import TaskEvent
 
@@ -20,9 +22,12 @@ class BrokerUnavailable(Exception):
     """The broker cannot take or serve events right now; the caller should retry later."""
 
 
-@dataclass(slots=True)
-class Delivery:
-    """One event at its offset, with the frame already encoded for every socket."""
+class Delivery(msgspec.Struct, gc=False):
+    """One event at its offset, with the frame already encoded for every socket.
+
+    Untracked by the garbage collector (`gc=False`: its fields are strings and numbers, so it
+    can never be part of a cycle). Histories hold hundreds of thousands of these; tracked,
+    every full collection would walk them all."""
 
     user_id: str
     seq: int
@@ -33,10 +38,10 @@ class Delivery:
     # (another replica, history): latency is only measured where it can be measured honestly.
     received_ns: int | None = None
     # Sockets that still have to write this delivery; the last write observes latency.
-    pending_writes: int = field(default=0)
+    pending_writes: int = 0
     # At publish: how many listeners (connections here, or replicas for Redis) it reached;
     # 0 means the user is connected nowhere, which is what offline notifiers act on.
-    listeners: int = field(default=0)
+    listeners: int = 0
 
 
 @dataclass(frozen=True, slots=True)
