@@ -10,19 +10,20 @@ from collections.abc import Callable
 class TokenBucket:
     """Allows `rate` actions per second on average and bursts of up to `burst`."""
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp", "_clock")
+    __slots__ = ("rate", "burst", "stamp", "_tokens", "_clock")
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
         self._clock = clock
-        self._stamp = clock()
+        # When the bucket was last refilled.
+        self.stamp = clock()
 
     def allow(self, cost: float = 1.0) -> bool:
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+        self._tokens = min(self.burst, self._tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
         if self._tokens < cost:
             return False
         self._tokens -= cost
@@ -33,7 +34,7 @@ class TokenBucket:
         return max(0.0, (cost - self._tokens) / self.rate)
 
     def is_full(self) -> bool:
-        refilled = self._tokens + (self._clock() - self._stamp) * self.rate
+        refilled = self._tokens + (self._clock() - self.stamp) * self.rate
         return refilled >= self.burst
 
     def reconfigure(self, rate: float, burst: float) -> None:
@@ -59,7 +60,7 @@ class BucketsByKey:
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._clock)
         allowed = bucket.allow()
-        if self._clock() > self._next_prune:
+        if bucket.stamp > self._next_prune:
             self._prune()
         return allowed
 

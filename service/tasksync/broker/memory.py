@@ -96,8 +96,10 @@ class MemoryBroker(Broker):
             event_id=event.id,
             received_ns=event.received_ns,
         )
-        log.history.append((now, delivery))
-        self._trim(log, now)
+        history = log.history
+        history.append((now, delivery))
+        if len(history) > self.history_size or history[0][0] < now - self.history_ttl:
+            self._trim(log, now)
         delivery.listeners = self._emit(delivery)
         return delivery
 
