@@ -50,27 +50,27 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
     """How TaskSync runs under uvicorn. `overrides` replace single options (the benchmarks
     compare uvicorn's other WebSocket implementations and loops this way)."""
     settings = service.settings
-    options: dict[str, Any] = dict(
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ssl_certfile=settings.tls_certfile or None,
-        ssl_keyfile=settings.tls_keyfile or None,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "ssl_certfile": settings.tls_certfile or None,
+        "ssl_keyfile": settings.tls_keyfile or None,
         # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
-        ws_max_size=max(1 << 20, settings.max_frame_bytes),
-        lifespan="on",
-        ws=WebSocketProtocol,
+        "ws_max_size": max(1 << 20, settings.max_frame_bytes),
+        "lifespan": "on",
+        "ws": WebSocketProtocol,
         # Browsers always offer permessage-deflate and uvicorn accepts by default: every socket
         # then holds a zlib compressor and decompressor (about 37 KiB idle) and compresses each
         # frame on its own, for JSON frames of a few hundred bytes. Off, one encoded frame serves
         # every socket.
-        ws_per_message_deflate=False,
-        http=http_protocol(
+        "ws_per_message_deflate": False,
+        "http": http_protocol(
             settings.handshake_timeout, service.metrics.handshakes_refused.labels("handshake_timeout").inc
         ),
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
-        timeout_graceful_shutdown=5,
-    )
+        "timeout_graceful_shutdown": 5,
+    }
     options.update(overrides)
     return uvicorn.Config(create_app(service=service), **options)
 

@@ -11,13 +11,13 @@ import httpx
 import jwt
 import msgspec
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from tasksync.auth import AuthRefused
 from tasksync.client import SyncClient
 from tasksync.protocol import Auth, TaskUpdate
 from tasksync_plugins.jwt_auth import JwtSettings, VerifiedTokens, Verifier
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from tests.service.test_delivery import next_update
 from tests.support.events import payload
 from tests.support.jwt_tokens import (
