@@ -71,9 +71,29 @@ class BulkEnvelope(msgspec.Struct):
 _json = msgspec.json.Decoder()
 
 
+class _TypeProbe(msgspec.Struct):
+    type: Any = None
+
+
+_type_probe = msgspec.json.Decoder(_TypeProbe)
+
+
 def decode_json(raw: bytes) -> Any:
     try:
         return _json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError("invalid_json", "body is nested too deeply") from None
+
+
+def body_type(raw: bytes) -> Any:
+    """The top-level `type` of a JSON body (None when it is not an object or has none), read
+    without building the rest of it: a bulk envelope is then decoded once, into its type."""
+    try:
+        return _type_probe.decode(raw).type
+    except msgspec.ValidationError:
+        return None
     except msgspec.DecodeError as exc:
         raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
     except RecursionError:

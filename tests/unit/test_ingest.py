@@ -6,15 +6,16 @@ import base64
 
 import msgspec
 import pytest
-
 from tasksync.ingest import (
     IngestError,
+    body_type,
     bulk_envelope,
     event_from_bulk_entry,
     event_from_cloudevent,
     event_from_payload,
     events_from_http_body,
 )
+
 from tests.support.events import bulk, cloudevent, payload
 
 
@@ -125,3 +126,12 @@ def test_huge_numbers_are_refused_as_invalid_json():
     with pytest.raises(IngestError) as caught:
         events_from_http_body(b'{"event": "task.created", "user_id": "u", "task": {"n": 1e99999}}')
     assert caught.value.reason == "invalid_json"
+
+
+def test_body_type_reads_the_top_level_type_or_none():
+    assert body_type(b'{"type": "com.dapr.event.sent.bulk", "entries": [{"deep": [1, 2]}]}') == "com.dapr.event.sent.bulk"
+    assert body_type(b'{"id": "x"}') is None
+    assert body_type(b"[1, 2]") is None
+    with pytest.raises(IngestError) as error:
+        body_type(b'{"type": "x", "entries": [')
+    assert error.value.reason == "invalid_json"

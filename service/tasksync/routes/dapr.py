@@ -21,10 +21,12 @@ from litestar.handlers import HTTPRouteHandler
 from ..broker import BrokerUnavailable
 from ..ingest import (
     BulkEntryStatus,
+    BulkEnvelope,
     BulkResponse,
     DaprResponse,
     DaprStatus,
     IngestError,
+    body_type,
     bulk_envelope,
     decode_json,
     event_from_bulk_entry,
@@ -102,32 +104,29 @@ async def dapr_events(request: Request) -> Response:
         metrics.dapr_responses.labels("DROP").inc()
         return _answer(DaprResponse("DROP"))
     try:
-        body = decode_json(raw)
+        bulk = bulk_envelope(raw) if body_type(raw) == BULK_EVENT_TYPE else None
+        body = decode_json(raw) if bulk is None else None
     except IngestError as error:
+        # Without entry ids there is nothing to answer per entry: a plain DROP is all Dapr can take.
         metrics.ingest_errors.labels("dapr", error.reason).inc()
         metrics.dapr_responses.labels("DROP").inc()
         return _answer(DaprResponse("DROP"))
-
-    if isinstance(body, dict) and body.get("type") == BULK_EVENT_TYPE:
-        try:
-            envelope = bulk_envelope(raw)
-        except IngestError as error:
-            # Without entry ids there is nothing to answer per entry: a plain DROP is all Dapr can take.
-            metrics.ingest_errors.labels("dapr", error.reason).inc()
-            metrics.dapr_responses.labels("DROP").inc()
-            return _answer(DaprResponse("DROP"))
-        statuses = []
-        for entry in envelope.entries:
-            status = await _ingest_one(service, lambda entry=entry: event_from_bulk_entry(entry))
-            statuses.append(BulkEntryStatus(entry_id=entry.entry_id, status=status))
-        # One `.labels()` per status, not per entry: it takes a lock and validates every call.
-        for status, count in collections.Counter(s.status for s in statuses).items():
-            metrics.dapr_responses.labels(status).inc(count)
-        return _answer(BulkResponse(statuses=statuses))
-
+    if bulk is not None:
+        return await _ingest_bulk(service, bulk)
     status = await _ingest_one(service, lambda: event_from_cloudevent(body))
     metrics.dapr_responses.labels(status).inc()
     return _answer(DaprResponse(status))
+
+
+async def _ingest_bulk(service: Service, envelope: BulkEnvelope) -> Response:
+    statuses = []
+    for entry in envelope.entries:
+        status = await _ingest_one(service, lambda entry=entry: event_from_bulk_entry(entry))
+        statuses.append(BulkEntryStatus(entry_id=entry.entry_id, status=status))
+    # One `.labels()` per status, not per entry: it takes a lock and validates every call.
+    for status, count in collections.Counter(s.status for s in statuses).items():
+        service.metrics.dapr_responses.labels(status).inc(count)
+    return _answer(BulkResponse(statuses=statuses))
 
 
 def _answer(payload: DaprResponse | BulkResponse) -> Response:
