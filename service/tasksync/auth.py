@@ -17,6 +17,7 @@ class Handshake(msgspec.Struct, frozen=True, kw_only=True):
     """What an authenticator may look at: nothing it could use to touch the socket."""
 
     query: Mapping[str, str]
+    # By lower-case name; a header sent more than once has its values joined with ", ".
     headers: Mapping[str, str]
     client_host: str | None
     # The bearer token: from the `bearer.<token>` subprotocol entry, a first `auth` frame, a

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -182,9 +184,10 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
         metrics.reconnect_failed_attempts.inc(attempts)
 
     conn = Connection(principal.user_id, service.settings.outbox_size)
-    conn.abort = _aborter(socket, asyncio.current_task())
+    # Partials rather than closures: each connection keeps these for its whole life.
+    conn.abort = functools.partial(_abort, socket.scope.get(TRANSPORT_ABORT_KEY), asyncio.current_task())
     conn.send_now = socket.scope.get(TRANSPORT_SEND_NOW_KEY)
-    conn.start_writer = lambda: asyncio.create_task(_write(socket, conn, service))
+    conn.start_writer = functools.partial(_start_writer, socket, conn, service)
     expiry = _Expiry(conn)
     expiry.schedule(principal.expires_at)
     try:
@@ -217,6 +220,8 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
 
 class _Expiry:
     """Closes the connection with 4001 when its credential expires, unless refreshed first."""
+
+    __slots__ = ("conn", "_timer")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -329,17 +334,16 @@ async def _refresh(conn: Connection, service: Service, handshake: Handshake, exp
     expiry.schedule(principal.expires_at)
 
 
-def _aborter(socket: WebSocket, session: asyncio.Task | None):
-    """How to end a connection whose peer stopped reading: no frame can reach it any more."""
-    abort_transport = socket.scope.get(TRANSPORT_ABORT_KEY)
+def _abort(abort_transport: Callable[[], None] | None, session: asyncio.Task | None) -> None:
+    """End a connection whose peer stopped reading: no frame can reach it any more."""
+    if abort_transport is not None:
+        abort_transport()
+    if session is not None:
+        session.cancel()
 
-    def abort() -> None:
-        if abort_transport is not None:
-            abort_transport()
-        if session is not None:
-            session.cancel()
 
-    return abort
+def _start_writer(socket: WebSocket, conn: Connection, service: Service) -> asyncio.Task[None]:
+    return asyncio.create_task(_write(socket, conn, service))
 
 
 async def _write(socket: WebSocket, conn: Connection, service: Service) -> None:
