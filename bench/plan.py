@@ -13,6 +13,8 @@ class Plan:
     # variants, which only compare TaskSync with itself), seconds of the fixed-rate phase.
     engine_sockets: tuple[int, ...]
     engine_deliveries: int
+    # Saturation is measured in this many pushes of equal size (the median counts).
+    saturation_pushes: int
     variant_deliveries: int
     latency_seconds: float
     engine_peers: tuple[str, ...]
@@ -32,6 +34,7 @@ FULL = Plan(
     name="full",
     engine_sockets=(1_000, 10_000),
     engine_deliveries=300_000,
+    saturation_pushes=3,
     variant_deliveries=150_000,
     latency_seconds=3.0,
     engine_peers=("tasksync", "websockets", "naive-litestar", "picows"),
@@ -48,6 +51,7 @@ QUICK = Plan(
     name="quick",
     engine_sockets=(200, 2_000),
     engine_deliveries=40_000,
+    saturation_pushes=3,
     variant_deliveries=20_000,
     latency_seconds=1.0,
     engine_peers=FULL.engine_peers,
@@ -64,6 +68,7 @@ SMOKE = Plan(
     name="smoke",
     engine_sockets=(20,),
     engine_deliveries=400,
+    saturation_pushes=1,
     variant_deliveries=400,
     latency_seconds=0.3,
     engine_peers=("tasksync", "websockets"),

@@ -159,7 +159,15 @@ def markdown(results: dict[str, Any]) -> str:
     )
     if "delivery_engine" in w:
         d = w["delivery_engine"]
-        out += ["### 1. Delivery engine", "", _load(d), ""]
+        out += [
+            "### 1. Delivery engine",
+            "",
+            _load(d),
+            "",
+            "Saturation: the median of the pushes listed under `each push`, made one after another on "
+            "the same sockets; `delivered` counts that push.",
+            "",
+        ]
         rows = []
         for row in d["cases"]:
             sat, fixed = row["saturation"], row["fixed_rate"]
@@ -169,6 +177,7 @@ def markdown(results: dict[str, Any]) -> str:
                     row["mode"],
                     row["server"],
                     sat["deliveries_per_s"],
+                    " / ".join(f"{rate:,}" for rate in sat.get("pushes_per_s", [])),
                     f"{sat['received']:,}/{sat['expected']:,}",
                     fixed.get("offered_per_s"),
                     (fixed["latency_ms"] or {}).get("p50"),
@@ -183,6 +192,7 @@ def markdown(results: dict[str, Any]) -> str:
                 "shape",
                 "server",
                 "deliveries/s",
+                "each push",
                 "delivered",
                 "fixed rate /s",
                 "p50 ms",
