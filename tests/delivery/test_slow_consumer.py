@@ -6,20 +6,18 @@ import asyncio
 import socket
 import statistics
 import time
-from datetime import datetime
 
 import httpx
 import msgspec
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tasksync.protocol import utc_now_iso
 from tests.support.metrics import value
 from tests.support.waiting import eventually
 
 FAST_USERS = 8
-ROUNDS = 30
-PAIRS = 3
+ROUNDS = 40
+PAIRS = 5
 # Big frames fill the slow reader's buffers quickly. The slow clients turn permessage-deflate
 # off, or these repetitive frames would shrink to a few bytes on the wire.
 BIG = "x" * 32_000
@@ -34,24 +32,22 @@ def small_buffer_socket(port: int) -> socket.socket:
     return sock
 
 
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 async def _fast_reader(url: str, user: str, latencies: list[float], expected: int) -> None:
     async with connect(f"{url}?user_id={user}", max_size=None) as ws:
         got = 0
         while got < expected:
             frame = msgspec.json.decode(await ws.recv())
             if frame["type"] == "task_update":
-                latencies.append(time.time() - _ts(frame["timestamp"]))
+                # The publisher's own clock reading, not the frame's millisecond timestamp: at a
+                # p99 of a few milliseconds, a millisecond of rounding would be most of the signal.
+                latencies.append(time.time() - frame["task"]["sent"])
                 got += 1
 
 
 async def _publish_rounds(http: httpx.AsyncClient, base: str, heavy_user: str) -> None:
     for _ in range(ROUNDS):
         small = [
-            {"event": "task.updated", "user_id": f"fast-{n}", "task": {"id": n}, "occurred_at": utc_now_iso()}
+            {"event": "task.updated", "user_id": f"fast-{n}", "task": {"id": n, "sent": time.time()}}
             for n in range(FAST_USERS)
         ]
         heavy = [{"event": "task.updated", "user_id": heavy_user, "task": {"blob": BIG}} for _ in range(8)]
@@ -81,27 +77,32 @@ def p99(samples: list[float]) -> float:
 
 async def test_slow_consumer_is_closed_1013_and_others_p99_stays_within_1_5x(start_service):
     service = start_service("--dev", "--outbox-size", "50")
-    baseline: list[float] = []
-    with_slow: list[float] = []
-    # Phases alternate, so load on this shared machine falls on both sides of the comparison.
+    ratios: list[float] = []
+    # Phases alternate, so load on this shared machine falls on both sides of each comparison,
+    # and each pair is compared on its own: a burst of other work during one phase moves one
+    # pair's ratio, while a slow consumer that delayed the others would move every pair's.
+    # The heavy user's reader runs in this process, as the fast readers do. In a process of its
+    # own, the slow reader's tiny-window TCP traffic on these same two cores raised every
+    # reader's p99 1.2-2.2x, with the server code from before the hot-path changes as with it:
+    # that measured the machine, not the server.
     for _ in range(PAIRS):
         keen = asyncio.create_task(_keen_reader(service.ws))
-        baseline += await _run_phase(service, "keen")
+        baseline = await _run_phase(service, "keen")
         keen.cancel()
         await eventually(lambda: value(service, "tasksync_connections_active") == 0, what="phase cleanup")
 
         closed: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         slow = asyncio.create_task(_slow_reader(service, closed))
-        with_slow += await _run_phase(service, "slowpoke")
+        with_slow = await _run_phase(service, "slowpoke")
         code, reason = await asyncio.wait_for(closed, timeout=60)
         await slow
         assert code == 1013 and "slow consumer" in reason
         await eventually(lambda: value(service, "tasksync_connections_active") == 0, what="phase cleanup")
+        ratios.append(p99(with_slow) / p99(baseline))
 
-    ratio = p99(with_slow) / p99(baseline)
-    print(f"p99 baseline {p99(baseline) * 1000:.2f} ms, with slow consumer {p99(with_slow) * 1000:.2f} ms, ratio {ratio:.2f}")
+    print("p99 with a slow consumer / without, per pair:", " ".join(f"{ratio:.2f}" for ratio in ratios))
     assert value(service, "tasksync_connections_closed_total", reason="slow_consumer") == PAIRS
-    assert ratio <= 1.5
+    assert statistics.median(ratios) <= 1.5
 
 
 async def _keen_reader(url: str) -> None:
