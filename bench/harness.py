@@ -105,6 +105,19 @@ def cpu_share(loadgen_cpu: float, server_cpu: float) -> float | None:
     return round(loadgen_cpu / total, 3) if total > 0 else None
 
 
+def delivery_rate(counted: dict[str, Any], start_ns: int, server_cpu: float) -> dict[str, Any]:
+    """What the load generator counted, as a result: deliveries per second from `start_ns` (when
+    the first event left) to the last delivery, latency, and who used how much CPU."""
+    span = max(1, counted["last_ns"] - start_ns) / 1e9
+    return {
+        "received": counted["received"],
+        "deliveries_per_s": round(counted["received"] / span),
+        "latency_ms": counted["latency_ms"],
+        "server_cpu_cores": round(server_cpu / counted["wall_s"], 2),
+        "loadgen_cpu_share": cpu_share(counted["cpu_s"], server_cpu),
+    }
+
+
 class Profiler:
     """py-spy sampling one process while a measurement runs (`--profile`): collapsed stacks in
     the raw directory, the input of any flame-graph tool and of `python -m bench.profile_top`.

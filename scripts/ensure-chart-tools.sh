@@ -30,9 +30,8 @@ mkdir -p "$bin"
 
 log() { echo "ensure-chart-tools: $*" >&2; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
 
 helm_current() {
     [ -x "$bin/helm" ] && "$bin/helm" version --template '{{.Version}}' 2>/dev/null
@@ -73,17 +72,7 @@ ensure_prometheus() {
         return
     fi
     log "promtool or prometheus not found, installing Debian's prometheus"
-    # Another apt may hold the dpkg lock (unattended upgrades, a parallel setup): wait for it
-    # rather than failing.
-    local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
-    if ! DEBIAN_FRONTEND=noninteractive as_root "${apt[@]}" install --no-install-recommends prometheus >&2; then
-        as_root "${apt[@]}" update >&2
-        DEBIAN_FRONTEND=noninteractive as_root "${apt[@]}" install --no-install-recommends prometheus >&2
-    fi
-    # The package starts a system Prometheus on :9090; the tests run their own on free ports.
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now prometheus >&2 || true
-    fi
+    install_server_package prometheus prometheus
 }
 
 ensure_kubernetes_validate() {

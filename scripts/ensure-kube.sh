@@ -23,27 +23,15 @@ mkdir -p "$bin"
 
 log() { echo "ensure-kube: $*" >&2; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/debian-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
 
 ensure_etcd() {
     if command -v etcd >/dev/null 2>&1; then
         return
     fi
     log "etcd not found, installing Debian's etcd-server"
-    # Another apt may hold the dpkg lock (unattended upgrades, a parallel setup): wait for it
-    # rather than failing.
-    local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
-    if ! DEBIAN_FRONTEND=noninteractive as_root "${apt[@]}" install --no-install-recommends etcd-server >&2; then
-        as_root "${apt[@]}" update >&2
-        DEBIAN_FRONTEND=noninteractive as_root "${apt[@]}" install --no-install-recommends etcd-server >&2
-    fi
-    # The package starts a system etcd on the default ports; the tests run their own on free
-    # ports, so that one is only in the way.
-    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl disable --now etcd >&2 || true
-    fi
+    install_server_package etcd-server etcd
 }
 
 ensure_kube_apiserver() {

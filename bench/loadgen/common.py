@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from picows import WSError, WSListener, WSTransport, ws_connect
 
 # Spreading client sockets over many loopback source addresses multiplies the ports available
 # per server port, so back-to-back runs of 10,000 sockets never run out while earlier
@@ -15,6 +18,24 @@ SOURCE_ADDRESSES = 200
 
 def source_address(index: int) -> tuple[str, int]:
     return (f"127.0.0.{2 + index % SOURCE_ADDRESSES}", 0)
+
+
+async def open_websocket(
+    listener_factory: Callable[[], WSListener], url: str, index: int, failures: list[str], **options: Any
+) -> tuple[WSTransport, WSListener] | None:
+    """Open client socket `index` (from its own source address); None, with the reason added to
+    `failures`, when the server refused it or dropped it before the upgrade."""
+    try:
+        transport, listener = await ws_connect(listener_factory, url, local_addr=source_address(index), **options)
+    except (TimeoutError, OSError, WSError) as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
+        return None
+    if transport.is_disconnected:
+        # picows returns without calling the listener when the server drops the connection
+        # before answering the upgrade.
+        failures.append("closed before upgrade")
+        return None
+    return transport, listener
 
 
 def cpu_seconds() -> float:

@@ -12,10 +12,10 @@ from array import array
 from typing import Any
 
 import jwt
-from picows import WSCloseCode, WSError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSListener, WSMsgType, WSTransport
 
 from ..shape import SENT_MARK, SENT_WIDTH, Mode, user_of
-from .common import cpu_seconds, percentiles_ms, source_address
+from .common import cpu_seconds, open_websocket, percentiles_ms
 
 MARK_LENGTH = len(SENT_MARK)
 CENTRIFUGO_PING = b"{}"
@@ -103,23 +103,16 @@ class Fanout:
             else:
                 url, greeting = f"{base}?user_id={user}", None
             async with limit:
-                try:
-                    transport, _ = await ws_connect(
-                        lambda: _Counter(self.stats, greeting),
-                        url,
-                        local_addr=source_address(index),
-                        websocket_handshake_timeout=30,
-                        extra_headers=headers,
-                    )
-                except (TimeoutError, OSError, WSError) as exc:
-                    failures.append(f"{type(exc).__name__}: {exc}")
-                    return
-            if transport.is_disconnected:
-                # picows returns without calling the listener when the server drops the
-                # connection before answering the upgrade.
-                failures.append("closed before upgrade")
-                return
-            self.transports.append(transport)
+                opened = await open_websocket(
+                    lambda: _Counter(self.stats, greeting),
+                    url,
+                    index,
+                    failures,
+                    websocket_handshake_timeout=30,
+                    extra_headers=headers,
+                )
+            if opened is not None:
+                self.transports.append(opened[0])
 
         await asyncio.gather(*(open_one(i) for i in range(count)))
         while self.stats.ready < len(self.transports) and time.monotonic() < deadline:

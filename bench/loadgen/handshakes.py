@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 import jwt
-from picows import WSCloseCode, WSError, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSListener, WSMsgType, WSTransport
 
-from .common import cpu_seconds, source_address
+from .common import cpu_seconds, open_websocket
 
 
 class _FirstFrame(WSListener):
@@ -48,18 +48,10 @@ async def handshakes(command: dict[str, Any]) -> dict[str, Any]:
         nonlocal completed
         async with limit:
             target = url if secret else f"{url}?user_id=u{index % users}"
-            try:
-                transport, listener = await ws_connect(
-                    _FirstFrame, target, extra_headers=headers[index % len(headers)], local_addr=source_address(index)
-                )
-            except (TimeoutError, OSError, WSError) as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
+            opened = await open_websocket(_FirstFrame, target, index, failures, extra_headers=headers[index % len(headers)])
+            if opened is None:
                 return
-            if transport.is_disconnected:
-                # picows returns without calling the listener when the server drops the
-                # connection before answering the upgrade.
-                failures.append("closed before upgrade")
-                return
+            transport, listener = opened
             try:
                 first = await asyncio.wait_for(listener.first, 30)
                 if b'"connected"' in first:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import uvicorn
+
 from ..shape import Mode, users
 
 T = TypeVar("T")
@@ -95,6 +97,17 @@ async def serve_control(count: Callable[[], int], emit: Emit) -> None:
             reply = {"error": f"unknown command {command['cmd']!r}"}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
+
+
+async def serve_uvicorn(server: uvicorn.Server, count: Callable[[], int], emit: Emit) -> None:
+    """Run a uvicorn server (the Litestar-based servers) while answering control commands, and
+    stop it once stdin closes."""
+    serving = asyncio.create_task(server.serve())
+    try:
+        await serve_control(count, emit)
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def query_user(query: str) -> str:

@@ -13,7 +13,7 @@ from litestar import Litestar, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from ..shape import peer_frame
-from .control import Registry, serve_control
+from .control import Registry, serve_uvicorn
 
 HELLO = '{"type":"hello"}'
 
@@ -46,12 +46,7 @@ async def run(port: int) -> None:
         return len(sockets)
 
     server = uvicorn.Server(uvicorn.Config(build(registry), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        await serve_control(lambda: registry.count, emit)
-    finally:
-        server.should_exit = True
-        await serving
+    await serve_uvicorn(server, lambda: registry.count, emit)
 
 
 def main() -> None:

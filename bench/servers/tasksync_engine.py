@@ -25,7 +25,7 @@ from tasksync.server import uvicorn_config
 from tasksync.transport import WebSocketProtocol, quiet_client_protocol_errors
 
 from ..shape import TIMESTAMP, task
-from .control import serve_control
+from .control import serve_uvicorn
 
 WS_IMPLEMENTATIONS = {
     "tasksync": WebSocketProtocol,
@@ -53,12 +53,7 @@ async def serve(port: int, ws: str, loop: str, limits_file: str) -> None:
         delivery = await service.broker.publish(event)
         return delivery.listeners if delivery is not None else 0
 
-    serving = asyncio.create_task(server.serve())
-    try:
-        await serve_control(lambda: service.hub.connection_count, emit)
-    finally:
-        server.should_exit = True
-        await serving
+    await serve_uvicorn(server, lambda: service.hub.connection_count, emit)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from ..harness import Profiler, Run, cpu_share
+from ..harness import Profiler, Run, delivery_rate
 from ..procs import Child, free_port, python_module
 from ..shape import Mode
 
@@ -74,15 +74,7 @@ def push_and_count(
     )
     counted = run.ask({"cmd": "wait", "deliveries": expected, "timeout": 10 + expected / 5_000}, timeout=900)
     server_cpu = server.cpu_seconds() - cpu_before
-    span = max(1, counted["last_ns"] - pushed["push_start_ns"]) / 1e9
-    return {
-        "expected": expected,
-        "received": counted["received"],
-        "deliveries_per_s": round(counted["received"] / span),
-        "latency_ms": counted["latency_ms"],
-        "server_cpu_cores": round(server_cpu / counted["wall_s"], 2),
-        "loadgen_cpu_share": cpu_share(counted["cpu_s"], server_cpu),
-    }
+    return {"expected": expected, **delivery_rate(counted, pushed["push_start_ns"], server_cpu)}
 
 
 def median_push(pushes: list[dict[str, Any]]) -> dict[str, Any]:

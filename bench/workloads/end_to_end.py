@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import centrifugo
-from ..harness import Profiler, Run, cpu_share
+from ..harness import Profiler, Run, delivery_rate
 from ..procs import Child, Redis
 
 BATCH_SATURATION = 100
@@ -89,18 +89,13 @@ def measure(run: Run, target: Target, publish_as: str, sockets: int, events: int
     expected = published["published"] * 2
     counted = run.ask({"cmd": "wait", "deliveries": expected, "timeout": 10 + expected / 5_000}, timeout=900)
     server_cpu = target.cpu_seconds() - cpu_before
-    span = max(1, counted["last_ns"] - published["start_ns"]) / 1e9
     result = {
         "events": events,
         "published": published["published"],
         "publish_errors": published["errors"],
         "first_error": published["first_error"],
         "expected": expected,
-        "received": counted["received"],
-        "deliveries_per_s": round(counted["received"] / span),
-        "latency_ms": counted["latency_ms"],
-        "server_cpu_cores": round(server_cpu / counted["wall_s"], 2),
-        "loadgen_cpu_share": cpu_share(counted["cpu_s"], server_cpu),
+        **delivery_rate(counted, published["start_ns"], server_cpu),
     }
     if rate is not None:
         result["offered_per_s"] = round(rate)

@@ -53,7 +53,9 @@ async def test_redis_outage_loses_nothing_keeps_sockets_and_toggles_readiness(st
     assert dapr.status_code == 200 and dapr.json() == {"status": "RETRY"}
     http = httpx.post(service.http + "/v1/events", json=payload("ann", n=-1))
     assert http.status_code == 503 and http.headers["retry-after"]
-    await asyncio.sleep(2)  # the outage itself: Redis stays down for a couple of seconds
+    # The outage lasts until the stream has been refused a while (about a second of retries).
+    before = publisher.retries
+    await eventually(lambda: publisher.retries >= before + 20, timeout=30, what="the stream refused during the outage")
     redis_server.restart()
     await eventually(lambda: ready(service), timeout=20, what="readiness back after Redis returns")
 

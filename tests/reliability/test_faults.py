@@ -19,6 +19,9 @@ from tests.support.waiting import eventually
 
 USERS = [f"fault-{n}" for n in range(4)]
 FAST_BACKOFF = (0.05, 0.1, 0.2, 0.4)
+# An outage lasts until the publisher has been refused this many times (about a second at its
+# retry delay): it ends only once it has certainly landed in the stream, however slow the machine.
+OUTAGE_REFUSALS = 20
 
 
 class Stream:
@@ -92,6 +95,13 @@ class Stream:
         }
 
 
+async def refused_during_outage(publisher: RetryingPublisher) -> None:
+    before = publisher.retries
+    await eventually(
+        lambda: publisher.retries >= before + OUTAGE_REFUSALS, timeout=30, what="publishers refused during the outage"
+    )
+
+
 async def ready(service) -> bool:
     # Async: the Redis proxy of the network-cut test runs on this event loop, and a blocking
     # probe would starve the very PING that readiness waits for.
@@ -144,7 +154,7 @@ async def test_redis_killed_and_restarted_under_load_with_two_replicas(start_ser
     await eventually(lambda: stream.published >= 50, what="load before the fault")
     redis_server.kill()
     await eventually(lambda: unready(a, b), timeout=10, what="both replicas unready")
-    await asyncio.sleep(2)  # the outage itself
+    await refused_during_outage(stream.publisher)
     redis_server.restart()
     await eventually(lambda: all_ready(a, b), timeout=20, what="both replicas ready again")
     counts = await stream.finish()
@@ -154,7 +164,7 @@ async def test_redis_killed_and_restarted_under_load_with_two_replicas(start_ser
         "Redis killed and restarted (two replicas)",
         **{
             "load held": f"{len(stream.clients)} sockets, 200 events",
-            "faults injected": "SIGKILL of Redis, restart 2 s later (AOF persistence)",
+            "faults injected": f"SIGKILL of Redis, restart once publishers were refused {OUTAGE_REFUSALS} times (AOF persistence)",
             "inputs tried": "200 events",
             "events lost": counts["lost"],
             "cross-user frames": 0,
@@ -180,7 +190,7 @@ async def test_network_to_redis_cut_and_restored(start_service, report):
             dapr = await http.post(a.http + "/dapr/task-events", json={"specversion": "1.0", "id": "cut-1",
                                    "data": {"event": "task.created", "user_id": USERS[0], "task": {"n": -1}}})
         assert dapr.json() == {"status": "RETRY"}
-        await asyncio.sleep(2)  # the partition itself
+        await refused_during_outage(stream.publisher)
         await proxy.restore()
         await eventually(lambda: all_ready(a, b), timeout=30, what="both replicas ready again")
         counts = await stream.finish()
@@ -189,7 +199,7 @@ async def test_network_to_redis_cut_and_restored(start_service, report):
             "network to Redis cut and restored (two replicas)",
             **{
                 "load held": f"{len(stream.clients)} sockets, 200 events",
-                "faults injected": "every Redis connection dropped, new ones refused for 2 s",
+                "faults injected": f"every Redis connection dropped, new ones refused until publishers were refused {OUTAGE_REFUSALS} times",
                 "inputs tried": "200 events",
                 "events lost": counts["lost"],
                 "cross-user frames": 0,

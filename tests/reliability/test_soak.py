@@ -74,7 +74,8 @@ async def test_two_thousand_sockets_soak_exactly_once_and_back_to_baseline(soak_
         await asyncio.gather(*(client.connect() for _, client in sockets[start : start + 100]))
     expected: dict[str, list[int]] = {user: [] for user in users}
     received: dict[int, list[int]] = {id(client): [] for _, client in sockets}
-    reconnecting: set[int] = set()
+    # Sockets being closed and reopened by the loop below, and the event set once they are back.
+    reconnecting: dict[int, asyncio.Event] = {}
     problems: list[str] = []
 
     async def read(client: SyncClient) -> None:
@@ -82,10 +83,11 @@ async def test_two_thousand_sockets_soak_exactly_once_and_back_to_baseline(soak_
             try:
                 frame = await client.receive()
             except Exception:
-                if id(client) in reconnecting:
-                    await asyncio.sleep(0.01)  # the reconnecter is swapping this socket
-                    continue
-                raise
+                swapped = reconnecting.get(id(client))
+                if swapped is None:
+                    raise
+                await swapped.wait()
+                continue
             if isinstance(frame, TaskUpdate):
                 received[id(client)].append(frame.task["n"])
             elif isinstance(frame, ResyncRequired):
@@ -107,10 +109,11 @@ async def test_two_thousand_sockets_soak_exactly_once_and_back_to_baseline(soak_
                 batch.append({"id": f"soak-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
             assert (await http.post("/v1/events", json=batch)).status_code == 202
             for _, client in random.sample(sockets, RECONNECTS_PER_SECOND // 10):
-                reconnecting.add(id(client))
+                swapped = reconnecting[id(client)] = asyncio.Event()
                 await client.close()
                 await client.connect()  # resumes from the last seq it processed
-                reconnecting.discard(id(client))
+                del reconnecting[id(client)]
+                swapped.set()
                 reconnects += 1
             peak["rss"] = max(peak["rss"], rss_mib(pid))
             peak["fds"] = max(peak["fds"], fds(pid))

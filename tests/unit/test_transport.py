@@ -16,7 +16,7 @@ async def test_receive_queue_hands_over_in_order_and_wakes_a_waiting_consumer():
     assert [await queue.get(), await queue.get()] == [1, 2]
     assert queue.empty()
     waiting = asyncio.create_task(queue.get())
-    await asyncio.sleep(0)  # let it start waiting
+    await asyncio.sleep(0)  # one turn of the loop, not a wait: the task runs up to its first await
     assert not waiting.done()
     queue.put_nowait(3)
     assert await asyncio.wait_for(waiting, 1) == 3
