@@ -63,13 +63,8 @@ def request_headers(socket: WebSocket) -> dict[str, str]:
     return headers
 
 
-def _header(socket: WebSocket, name: bytes) -> str | None:
-    values = [value.decode("latin-1") for key, value in socket.scope["headers"] if key == name]
-    return ", ".join(values) if values else None
-
-
-def offered_subprotocols(socket: WebSocket) -> list[str]:
-    header = _header(socket, b"sec-websocket-protocol") or ""
+def offered_subprotocols(headers: dict[str, str]) -> list[str]:
+    header = headers.get("sec-websocket-protocol", "")
     return [entry.strip() for entry in header.split(",") if entry.strip()]
 
 
@@ -93,20 +88,24 @@ def reconnect_attempts(query: dict[str, str]) -> int | None:
     return min(int(attempts), 1000) if attempts.isdigit() else 0
 
 
-def read_handshake(socket: WebSocket, service: Service, offered: list[str]) -> Handshake:
-    """What the plugins get to see of the handshake. Built again for a token refresh rather
-    than kept: an idle connection should hold as little as possible."""
+def read_handshake(socket: WebSocket, service: Service) -> tuple[Handshake, list[str]]:
+    """What the plugins get to see of the handshake, and the subprotocols it offered. Built
+    again for a token refresh rather than kept: an idle connection should hold as little as
+    possible."""
+    headers = request_headers(socket)
+    offered = offered_subprotocols(headers)
     query = dict(socket.query_params)
     token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
     if token is None and service.settings.token_query_param:
         token = query.get("token")
     query.pop("token", None)  # never handed to plugins, never logged by them
-    return Handshake(
+    handshake = Handshake(
         query=query,
-        headers=request_headers(socket),
+        headers=headers,
         client_host=socket.client.host if socket.client else None,
         token=token,
     )
+    return handshake, offered
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +127,13 @@ async def run_session(socket: WebSocket, service: Service) -> None:
 async def _admit(socket: WebSocket, service: Service) -> Admission | None:
     """Check, accept and authenticate a handshake; None once it has been refused and closed."""
     metrics = service.metrics
-    offered = offered_subprotocols(socket)
-    if not service.origins.allows(_header(socket, b"origin")):
+    handshake, offered = read_handshake(socket, service)
+    if not service.origins.allows(handshake.headers.get("origin")):
         # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
         metrics.handshakes_refused.labels("origin").inc()
         await socket.close()
         return None
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    handshake = read_handshake(socket, service, offered)
     principal: Principal | None = None
     try:
         if service.draining:
@@ -314,7 +312,7 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _
             except BrokerUnavailable:
                 conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
         elif isinstance(frame, Auth):
-            handshake = read_handshake(socket, service, offered_subprotocols(socket))
+            handshake, _ = read_handshake(socket, service)
             await _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token), expiry)
         # Pong needs no answer: any inbound frame already proves the client is alive.
 
