@@ -227,7 +227,12 @@ def _normalise_time(value: Any) -> str:
         raise IngestError("invalid_occurred_at", f"'occurred_at' is not ISO 8601: {value[:64]!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        in_utc = parsed.astimezone(UTC)
+    except OverflowError:
+        # A valid ISO 8601 time whose offset moves it past year 1 or 9999 in UTC.
+        raise IngestError("invalid_occurred_at", f"'occurred_at' is out of range in UTC: {value[:64]!r}") from None
+    return in_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -152,3 +152,28 @@ def test_a_rejected_batch_publishes_nothing(dev_service):
     assert httpx.post(dev_service.http + "/v1/events", json=batch).status_code == 422
     metrics = httpx.get(dev_service.http + "/metrics").text
     assert "tasksync_events_received_total{" not in metrics
+
+
+OUT_OF_RANGE = "0001-01-01T00:00:00+01:00"  # ISO 8601, but before year 1 once in UTC
+
+
+def test_an_out_of_range_time_is_refused_as_bad_input_on_every_ingest_path(dev_service):
+    event = {**payload("ivy"), "occurred_at": OUT_OF_RANGE}
+    http = httpx.post(dev_service.http + "/v1/events", json=event)
+    assert http.status_code == 422
+    assert http.json()["error"] == "invalid_occurred_at"
+    dapr = post(dev_service, "/dapr/task-events", cloudevent(event))
+    assert dapr.status_code == 200 and dapr.json() == {"status": "DROP"}
+
+
+async def test_an_out_of_range_time_in_a_bulk_delivery_drops_that_entry_alone(dev_service):
+    async with SyncClient(dev_service.ws, user_id="ivy") as ivy:
+        entries = [
+            cloudevent(payload("ivy", title="before")),
+            cloudevent({**payload("ivy", title="bad"), "occurred_at": OUT_OF_RANGE}),
+            cloudevent(payload("ivy", title="after")),
+        ]
+        response = post(dev_service, "/dapr/task-events", bulk(entries))
+        assert response.status_code == 200
+        assert [s["status"] for s in response.json()["statuses"]] == ["SUCCESS", "DROP", "SUCCESS"]
+        assert [(await next_update(ivy)).task["title"] for _ in range(2)] == ["before", "after"]

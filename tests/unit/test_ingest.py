@@ -61,6 +61,9 @@ def test_numeric_user_ids_are_accepted_as_text():
         ({"event": "task.created", "user_id": "u"}, "invalid_task"),
         ({"event": "task.created", "user_id": "u", "task": 5}, "invalid_task"),
         ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": 5}, "invalid_occurred_at"),
+        # Valid ISO 8601, but the offset takes them before year 1 or after 9999 in UTC.
+        ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "0001-01-01T00:00:00+01:00"}, "invalid_occurred_at"),
+        ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "9999-12-31T23:59:59-01:00"}, "invalid_occurred_at"),
     ],
 )
 def test_invalid_cloudevent_data(data, reason):
