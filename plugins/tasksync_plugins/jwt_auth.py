@@ -129,6 +129,10 @@ class Verifier:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise AuthRefused("malformed", "token is not a JWT") from None
+        except jwt.InvalidTokenError as exc:
+            # A header PyJWT refuses before any key is involved (a `kid` that is not a string, a
+            # `crit` it does not support): the token is invalid, whoever sent it.
+            raise AuthRefused("invalid_token", f"token header rejected: {exc}") from None
         algorithm = header.get("alg")
         key: Any
         if algorithm in SECRET_ALGORITHMS and s.secret:

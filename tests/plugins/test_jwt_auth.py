@@ -112,6 +112,32 @@ async def test_bad_tokens_are_refused_with_4001(jwt_service, rsa_key, reason, ma
     assert "ey" not in close_reason  # the close reason never echoes a token
 
 
+def _hs256_with_header(header: dict) -> str:
+    """An HS256 token correctly signed with the secret, under a hand-made header."""
+    signing_input = b".".join(
+        jwt.utils.base64url_encode(msgspec.json.encode(part)) for part in (header, claims("mallory"))
+    )
+    signature = hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + jwt.utils.base64url_encode(signature)).decode()
+
+
+HOSTILE_HEADERS = [
+    {"alg": "HS256", "typ": "JWT", "kid": 5},
+    {"alg": "RS256", "typ": "JWT", "kid": {"nested": ["object"]}},
+    {"alg": "HS256", "typ": "JWT", "crit": ["exp"]},
+    {"alg": "HS256", "typ": "JWT", "crit": "not-a-list"},
+]
+
+
+async def test_a_token_header_pyjwt_refuses_is_an_invalid_token_not_a_server_error(jwt_service):
+    for header in HOSTILE_HEADERS:
+        code, close_reason = await closed_with(jwt_service.ws, _hs256_with_header(header))
+        assert code == 4001, (header, close_reason)
+    assert value(jwt_service, "tasksync_auth_failures_total", reason="invalid_token") == len(HOSTILE_HEADERS)
+    assert value(jwt_service, "tasksync_plugin_errors_total", plugin="jwt", hook="tasksync_authenticate", kind="error") == 0
+    assert "Traceback" not in jwt_service.log()
+
+
 async def test_token_in_a_first_auth_frame(jwt_service):
     async with connect(jwt_service.ws, subprotocols=["tasksync.v1"]) as ws:
         await ws.send(msgspec.json.encode(Auth(token=hs256(claims("carol")))).decode())
