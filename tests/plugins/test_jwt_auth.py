@@ -185,6 +185,24 @@ async def test_token_query_parameter_when_enabled_works_and_is_redacted_from_log
     assert token not in service.log()
 
 
+async def test_no_spelling_of_a_credential_reaches_the_log_even_at_debug_level(start_service):
+    service = start_service(
+        "--auth", "jwt", "--token-query-param", "--log-level", "debug", env={"TASKSYNC_JWT_SECRET": SECRET}
+    )
+    tokens = [hs256({"sub": f"user{i}", "exp": time.time() + 300}) for i in range(3)]
+    for query in (f"%74oken={tokens[0]}", f"tok%65n={tokens[1]}"):
+        async with connect(f"{service.ws}?{query}") as ws:
+            assert msgspec.json.decode(await ws.recv())["type"] == "connected"
+    async with connect(service.ws, subprotocols=["tasksync.v1", f"bearer.{tokens[2]}"]) as ws:
+        assert msgspec.json.decode(await ws.recv())["user_id"] == "user2"
+    assert httpx.get(f"{service.http}/health?token={tokens[0]}").status_code == 200
+    await eventually(lambda: "GET /health?token=[redacted]" in service.log(), what="the access log line of /health")
+    log = service.log()
+    assert "bearer.[redacted]" in log  # the debug line of the handshake's headers is there, redacted
+    assert not [token for token in tokens if token in log]
+    assert "Traceback" not in log
+
+
 async def test_live_connection_is_closed_4001_when_its_token_expires(jwt_service):
     client = SyncClient(jwt_service.ws, token=hs256(claims("fay", ttl=1.5)))
     await client.connect()
