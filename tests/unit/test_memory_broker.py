@@ -6,6 +6,7 @@ import msgspec
 
 from tasksync.broker import Delivery, MemoryBroker
 from tasksync.events import TaskEvent
+from tests.support.waiting import eventually
 
 
 class Clock:
@@ -99,3 +100,37 @@ async def test_an_id_past_the_window_is_new_even_before_the_sweep_removes_it():
     clock.now += 0.6  # the next sweep is not due yet, but "a" was seen 10.5 s ago
     assert await broker.publish(event("a", 1)) is not None
     assert await broker.publish(event("a", 2)) is None  # seen 0.6 s ago
+
+
+async def test_idle_users_history_is_freed_after_its_time_to_live_without_their_activity():
+    clock = Clock()
+    broker = MemoryBroker(history_ttl=60, clock=clock)
+    for n in range(3):
+        for user in ("idle-1", "idle-2", "busy"):
+            await broker.publish(event(user, n))
+    assert broker.held_events == 9
+    clock.now += 50
+    await broker.publish(event("busy", 3))
+    clock.now += 11  # idle-1 and idle-2 last published 61 s ago; busy 11 s ago
+    broker.expire(clock())
+    assert broker.held_events == 4  # busy's three old events go at its next trim, the fresh one stays
+    assert broker._recent == {"busy": None}
+    assert broker._logs["idle-1"].history is None
+    # The offset counter stays: the next event continues the sequence, and a resume from before
+    # the expiry is told to resync rather than handed a reused offset.
+    await broker.publish(event("idle-1", 9))
+    assert (await broker.position("idle-1")).seq == 4
+    assert (await broker.replay("idle-1", 2, broker.epoch)).resync == "history_gap"
+    assert [d.seq for d in (await broker.replay("idle-1", 3, broker.epoch)).deliveries] == [4]
+
+
+async def test_the_running_broker_sweeps_on_its_own():
+    broker = MemoryBroker(history_ttl=0.05)
+    await broker.start()
+    try:
+        for user in range(100):
+            await broker.publish(event(f"user-{user}", 0))
+        assert broker.held_events == 100
+        await eventually(lambda: broker.held_events == 0, timeout=10, what="the sweep to free expired history")
+    finally:
+        await broker.stop()

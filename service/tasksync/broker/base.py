@@ -82,6 +82,9 @@ class Broker(abc.ABC):
     """
 
     name: str
+    # Events this process holds in memory for resume (0 where history lives elsewhere, as
+    # with Redis): exported as a gauge, since history is most of an idle process's memory.
+    held_events: int = 0
 
     def __init__(self) -> None:
         self._sink: DeliverySink | None = None

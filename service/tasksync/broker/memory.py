@@ -2,14 +2,21 @@
 
 The default, for one replica and for development. Its epoch is new at every start, because a
 restart forgets every offset: clients that resume across a restart are told to resync.
+
+History older than `history_ttl` is freed by a sweep once a second, whether or not its user is
+active: an idle user's events do not stay resident. The user's offset counter (a few dozen
+bytes) is kept for the life of the process, so an offset is never issued twice in one epoch
+(a client resuming from a reused offset would silently skip events).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..events import TaskEvent
 from ..protocol import encode_task_update
@@ -19,8 +26,8 @@ from .base import Broker, Delivery, Position, Replay
 @dataclass(slots=True)
 class _UserLog:
     seq: int = 0
-    # (monotonic seconds, delivery), oldest first
-    history: deque[tuple[float, Delivery]] = field(default_factory=deque)
+    # (monotonic seconds, delivery), oldest first; None once every entry has expired.
+    history: deque[tuple[float, Delivery]] | None = None
 
 
 class DedupeWindow:
@@ -39,7 +46,7 @@ class DedupeWindow:
     def first_sighting(self, event_id: str, now: float) -> bool:
         """Record `event_id`; False if it was already seen inside the window."""
         if now >= self._next_sweep:
-            self._sweep(now)
+            self.sweep(now)
         seen_at = self._seen.get(event_id)
         if seen_at is not None:
             if seen_at >= now - self.window:
@@ -50,7 +57,8 @@ class DedupeWindow:
             self._seen.popitem(last=False)
         return True
 
-    def _sweep(self, now: float) -> None:
+    def sweep(self, now: float) -> None:
+        """Forget the ids seen before the window."""
         self._next_sweep = now + self.SWEEP_INTERVAL
         horizon = now - self.window
         while self._seen:
@@ -62,6 +70,9 @@ class DedupeWindow:
 
 class MemoryBroker(Broker):
     name = "memory"
+
+    # How often expired history and dedupe ids are freed without waiting for a publish.
+    SWEEP_INTERVAL = 1.0
 
     def __init__(
         self,
@@ -78,7 +89,41 @@ class MemoryBroker(Broker):
         self.history_ttl = history_ttl
         self._clock = clock
         self._logs: dict[str, _UserLog] = {}
+        # Users with history, least recently published first: the sweep stops at the first
+        # one whose newest event is still fresh, so it costs what it frees.
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.held_events = 0
         self._dedupe = DedupeWindow(dedupe_window, dedupe_max_ids)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.SWEEP_INTERVAL)
+            self.expire(self._clock())
+
+    def expire(self, now: float) -> None:
+        """Free the history of every user whose newest event is older than `history_ttl`, and
+        the dedupe ids past their window."""
+        self._dedupe.sweep(now)
+        horizon = now - self.history_ttl
+        recent = self._recent
+        while recent:
+            user_id = next(iter(recent))
+            log = self._logs[user_id]
+            if log.history and log.history[-1][0] >= horizon:
+                break
+            self.held_events -= len(log.history or ())
+            log.history = None
+            del recent[user_id]
 
     async def publish(self, event: TaskEvent) -> Delivery | None:
         now = self._clock()
@@ -97,7 +142,15 @@ class MemoryBroker(Broker):
             received_ns=event.received_ns,
         )
         history = log.history
+        if history is None:
+            history = log.history = deque()
         history.append((now, delivery))
+        self.held_events += 1
+        recent = self._recent
+        if event.user_id in recent:
+            recent.move_to_end(event.user_id)
+        else:
+            recent[event.user_id] = None
         if len(history) > self.history_size or history[0][0] < now - self.history_ttl:
             self._trim(log, now)
         delivery.listeners = self._emit(delivery)
@@ -125,7 +178,7 @@ class MemoryBroker(Broker):
         start = since + 1 - oldest
         missed = [
             Delivery(d.user_id, d.seq, d.epoch, d.frame, d.event_id)
-            for _, d in list(log.history)[start:]
+            for _, d in list(log.history or ())[start:]
         ]
         return Replay(deliveries=missed, position=head)
 
@@ -134,8 +187,12 @@ class MemoryBroker(Broker):
 
     def _trim(self, log: _UserLog, now: float) -> None:
         history = log.history
+        if history is None:
+            return
+        before = len(history)
         while len(history) > self.history_size:
             history.popleft()
         horizon = now - self.history_ttl
         while history and history[0][0] < horizon:
             history.popleft()
+        self.held_events -= before - len(history)
