@@ -175,6 +175,11 @@ class Metrics:
         self.asyncio_tasks = Gauge(
             "tasksync_asyncio_tasks", "asyncio tasks alive in this process (one per socket, plus a writer while frames wait).", registry=r
         )
+        self.history_events = Gauge(
+            "tasksync_history_events",
+            "Events this process holds in memory for resume (embedded broker; Redis keeps history in Redis).",
+            registry=r,
+        )
         self.connected_users = Gauge(
             "tasksync_connected_users", "Users with at least one live connection in this process.", registry=r
         )
