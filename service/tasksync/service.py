@@ -67,6 +67,7 @@ class Service:
         self.broker.set_sink(self.hub.deliver)
         self.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks()))
         self.metrics.connected_users.set_function(lambda: self.hub.user_count)
+        self.metrics.history_events.set_function(lambda: self.broker.held_events)
         self.limits_watcher = (
             LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
         )
