@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Make what a Kubernetes node of the cluster tests runs on available, and print where it is.
+#
+#   containerd, ctr   Debian's containerd package (1.6); its own system service is stopped and
+#                     disabled: the tests run a containerd of their own with a private config.
+#   runc              Debian's runc package.
+#   CNI plugins       Debian's containernetworking-plugins (bridge, host-local, loopback, portmap).
+#   test images       OCI archives of two static C programs, built here with gcc into
+#                     ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/kube-node/: the pod sandbox's pause
+#                     process and a tiny HTTP server for the smoke test.
+#
+# Idempotent and cheap once done: packages are installed only when missing, and the images are
+# rebuilt only when their sources change (stamped with a hash of them).
+#
+# Output: progress on stderr, then KEY=VALUE lines on stdout that the cluster fixture parses:
+#   CONTAINERD, CTR, RUNC, CNI_BIN_DIR,
+#   PAUSE_IMAGE, PAUSE_IMAGE_ARCHIVE, HELLO_IMAGE, HELLO_IMAGE_ARCHIVE
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/kube-node"
+cni_bin_dir=/usr/lib/cni
+cni_plugins=(bridge host-local loopback portmap)
+pause_image=localhost/tasksync/pause:1
+hello_image=localhost/tasksync/hello-http:1
+mkdir -p "$cache"
+
+log() { echo "ensure-node: $*" >&2; }
+
+# shellcheck source=scripts/debian-packages.sh
+source "$here/../debian-packages.sh"
+
+ensure_packages() {
+    if ! command -v containerd >/dev/null 2>&1 || ! command -v ctr >/dev/null 2>&1; then
+        log "containerd not found, installing Debian's containerd"
+        install_server_package containerd containerd
+    fi
+    # runc and the CNI plugins start no service; the helper's disable step is a no-op for them.
+    if ! command -v runc >/dev/null 2>&1; then
+        log "runc not found, installing Debian's runc"
+        install_server_package runc runc
+    fi
+    local plugin
+    for plugin in "${cni_plugins[@]}"; do
+        if ! [ -x "$cni_bin_dir/$plugin" ]; then
+            log "CNI plugin $plugin not found, installing Debian's containernetworking-plugins"
+            install_server_package containernetworking-plugins containernetworking-plugins
+            break
+        fi
+    done
+}
+
+ensure_images() {
+    local sources=("$here/pause.c" "$here/hello_http.c" "$here/oci_image.py")
+    local want
+    want="$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)"
+    local stamp="$cache/images.stamp"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    exec 8>"$cache/.images.lock"
+    flock 8
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    command -v gcc >/dev/null 2>&1 || { log "gcc (with libc6-dev for -static) is required to build the test images"; exit 1; }
+    log "building the test images into $cache"
+    local build
+    build="$(mktemp -d)"
+    gcc -static -O2 -s -Wall -Wextra -Werror -o "$build/pause" "$here/pause.c"
+    gcc -static -O2 -s -Wall -Wextra -Werror -o "$build/hello-http" "$here/hello_http.c"
+    python3 "$here/oci_image.py" "$cache/pause.oci.tar" "$pause_image" /pause "$build/pause=/pause"
+    python3 "$here/oci_image.py" "$cache/hello-http.oci.tar" "$hello_image" /hello-http \
+        "$build/hello-http=/hello-http"
+    rm -rf "$build"
+    echo "$want" >"$stamp"
+}
+
+ensure_packages
+ensure_images
+echo "CONTAINERD=$(command -v containerd)"
+echo "CTR=$(command -v ctr)"
+echo "RUNC=$(command -v runc)"
+echo "CNI_BIN_DIR=$cni_bin_dir"
+echo "PAUSE_IMAGE=$pause_image"
+echo "PAUSE_IMAGE_ARCHIVE=$cache/pause.oci.tar"
+echo "HELLO_IMAGE=$hello_image"
+echo "HELLO_IMAGE_ARCHIVE=$cache/hello-http.oci.tar"
