@@ -99,6 +99,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.transport_cutoffs = Counter(
+            "tasksync_transport_cutoffs",
+            "Connections the transport cut off itself, by reason: body_timeout (a request body slower than "
+            "body_timeout), write_stalled (a WebSocket peer that read nothing for send_timeout, such as a ping "
+            "flood or an unauthenticated socket; a stuck session send counts as connections_closed{reason=stalled}).",
+            ["reason"],
+            registry=r,
+        )
         self.events_received = Counter(
             "tasksync_events_received",
             "Valid task events ingested, by source (dapr, http, demo) and event name.",
@@ -195,6 +203,8 @@ class Metrics:
             self.rate_limited.labels(direction)
         for kind in ("new", "reconnect"):
             self.connections_opened.labels(kind)
+        for reason in ("body_timeout", "write_stalled"):
+            self.transport_cutoffs.labels(reason)
         self.delivery_latency = LoopHistogram(
             "tasksync_delivery_latency_seconds",
             "Time from ingest of an event to the last socket write of it in this process.",

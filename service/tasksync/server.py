@@ -14,7 +14,7 @@ from .app import create_app
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
-from .transport import WebSocketProtocol, http_protocol, quiet_client_protocol_errors
+from .transport import RequestBounds, http_protocol, quiet_client_protocol_errors, websocket_protocol
 
 log = logging.getLogger("tasksync.server")
 
@@ -50,6 +50,7 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
     """How TaskSync runs under uvicorn. `overrides` replace single options (the benchmarks
     compare uvicorn's other WebSocket implementations and loops this way)."""
     settings = service.settings
+    metrics = service.metrics
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -59,14 +60,21 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
         "ws_max_size": max(1 << 20, settings.max_frame_bytes),
         "lifespan": "on",
-        "ws": WebSocketProtocol,
+        "ws": websocket_protocol(settings.send_timeout, metrics.transport_cutoffs.labels("write_stalled").inc),
         # Browsers always offer permessage-deflate and uvicorn accepts by default: every socket
         # then holds a zlib compressor and decompressor (about 37 KiB idle) and compresses each
         # frame on its own, for JSON frames of a few hundred bytes. Off, one encoded frame serves
         # every socket.
         "ws_per_message_deflate": False,
         "http": http_protocol(
-            settings.handshake_timeout, service.metrics.handshakes_refused.labels("handshake_timeout").inc
+            RequestBounds(
+                head_timeout=settings.handshake_timeout,
+                max_head_bytes=settings.max_request_head_bytes,
+                body_timeout=settings.body_timeout,
+                on_head_timeout=metrics.handshakes_refused.labels("handshake_timeout").inc,
+                on_head_too_large=metrics.handshakes_refused.labels("head_too_large").inc,
+                on_body_timeout=metrics.transport_cutoffs.labels("body_timeout").inc,
+            )
         ),
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         "timeout_graceful_shutdown": 5,

@@ -49,7 +49,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 1000
     send_timeout: Annotated[
         float,
-        _doc("Seconds one socket write may stall (peer not reading at all) before the connection is aborted.", gt=0),
+        _doc(
+            "Seconds a socket's writes may stall (peer not reading at all) before the connection is aborted, "
+            "authenticated or not.",
+            gt=0,
+        ),
     ] = 10.0
     drain_window: Annotated[
         float, _doc("On SIGTERM, seconds over which live sockets are closed with 1012, spread evenly.", ge=0)
@@ -78,6 +82,22 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = []
     handshake_timeout: Annotated[
         float, _doc("Seconds a client may take to send a request's headers before it is cut off (slowloris).", gt=0)
+    ] = 10.0
+    max_request_head_bytes: Annotated[
+        int,
+        _doc(
+            "Largest HTTP request head (request line and headers) accepted on any route; a larger one is "
+            "answered 431 and the connection closed.",
+            ge=4096,
+        ),
+    ] = 32_768
+    body_timeout: Annotated[
+        float,
+        _doc(
+            "Seconds a client may take to send a request's body once its headers are in before the connection "
+            "is closed (408 if nothing was answered yet).",
+            gt=0,
+        ),
     ] = 10.0
     auth_message_timeout: Annotated[
         float, _doc("Seconds a socket may stay unauthenticated waiting for its first 'auth' frame.", gt=0)

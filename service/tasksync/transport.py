@@ -17,10 +17,19 @@
    messages) and the handshake's request and response with their headers for as long as the
    connection lives. `WebSocketProtocol` swaps in single-consumer equivalents and lets go of
    the handshake once it is answered.
-5. Cutting off slow handshakes (slowloris). uvicorn waits forever for a request's headers; a
-   client that trickles them holds a connection and a file descriptor indefinitely.
-   `http_protocol()` closes a connection whose request headers are not complete within the
-   handshake timeout.
+5. Bounding every HTTP request's head and body (slowloris, endless headers, trickled bodies).
+   uvicorn waits forever for a request's headers and its body, and keeps every header byte it
+   is sent (httptools accumulates a header line until it ends). `http_protocol()` closes a
+   connection whose headers are not complete within the handshake timeout, answers 431 and
+   closes once a request head outgrows its byte cap (before the WebSocket parser's own
+   8 KiB-per-line rule could apply), and closes one whose body has not arrived within the body
+   timeout (408 when nothing was answered yet).
+6. Backpressure on pongs. websockets answers every ping with a pong and uvicorn writes it
+   whatever the transport's buffer holds, so a peer that sends pings and never reads grows the
+   write buffer without end, with or without a session (before authentication too).
+   `WebSocketProtocol` stops reading from a peer while its write buffer is over the high-water
+   mark (TCP then pushes back on the peer), and aborts the connection when the peer has read
+   nothing for the send timeout, so the socket and its buffer are released in bounded time.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
@@ -88,6 +98,9 @@ class WritableFlag:
     def clear(self) -> None:
         self._set = False
 
+    def has_waiters(self) -> bool:
+        return any(not waiter.done() for waiter in self._waiters or ())
+
     async def wait(self) -> None:
         if self._set:
             return
@@ -100,6 +113,13 @@ class WritableFlag:
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with the adaptations listed above."""
+
+    # How long a peer may read nothing (writes paused) before its transport is aborted, and
+    # what to count when it is: `websocket_protocol()` sets both from the settings.
+    write_stall_timeout: float = 10.0
+    on_write_stalled: Callable[[], None] = staticmethod(lambda: None)
+    # Class-level until armed: an idle connection holds no attribute for it.
+    _stall_timer: asyncio.TimerHandle | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,6 +134,59 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             # its headers are emptied rather than just dropped.
             self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
+        # Sending a close resumes reading, for the peer's close frame.
+        self._hold_reading_while_backlogged()
+
+    async def receive(self) -> Any:
+        message = await super().receive()
+        # Taking a message resumes reading, for the next one.
+        self._hold_reading_while_backlogged()
+        return message
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        # websockets answers every ping with a pong and uvicorn writes it whatever the buffer
+        # holds: a peer that sends and never reads would grow the buffer without end. Not
+        # reading it while the buffer is full makes TCP push back on it instead; its pings wait
+        # in the kernel's buffers, and are answered once it reads again.
+        self.transport.pause_reading()
+        if self._stall_timer is None:
+            self._stall_timer = self.loop.call_later(self.write_stall_timeout, self._write_stalled, True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stall_timer()
+        if not self.read_paused:  # uvicorn's own pause: the app has not taken the last message
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_stall_timer()
+        super().connection_lost(exc)
+
+    def _hold_reading_while_backlogged(self) -> None:
+        # uvicorn resumes reading for reasons of its own; a write backlog outranks them.
+        if not self.writable.is_set():
+            self.transport.pause_reading()
+
+    def _cancel_stall_timer(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+
+    def _write_stalled(self, session_may_act: bool) -> None:
+        """The write buffer has not drained for the stall timeout: the peer reads nothing, or
+        too little to matter. Abort, which frees the socket and whatever its buffer holds (a
+        graceful close would wait for the peer to read it)."""
+        self._stall_timer = None
+        if session_may_act and self.writable.has_waiters():
+            # A send is stuck as well. For an admitted connection the session's stall watch
+            # aborts it within the timeout and records why (connections_closed{reason="stalled"});
+            # this stays the backstop for sends nothing else watches, such as the close of a
+            # socket refused before authentication.
+            self._stall_timer = self.loop.call_later(2 * self.write_stall_timeout, self._write_stalled, False)
+            return
+        self.on_write_stalled()
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -156,43 +229,137 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
 
-def http_protocol(handshake_timeout: float, on_timeout: Callable[[], None]) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with a deadline on every request's headers."""
+def websocket_protocol(send_timeout: float, on_stalled: Callable[[], None]) -> type[WebSocketProtocol]:
+    """`WebSocketProtocol` aborting a peer that reads nothing for `send_timeout` seconds."""
 
-    class HeaderDeadlineProtocol(HttpToolsProtocol):
-        _header_timer: asyncio.TimerHandle | None = None
+    class ConfiguredWebSocketProtocol(WebSocketProtocol):
+        write_stall_timeout = send_timeout
+        on_write_stalled = staticmethod(on_stalled)
+
+    return ConfiguredWebSocketProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBounds:
+    """How long and how large an HTTP request may be, and what to count when one is cut off."""
+
+    head_timeout: float
+    max_head_bytes: int
+    body_timeout: float
+    on_head_timeout: Callable[[], None]
+    on_head_too_large: Callable[[], None]
+    on_body_timeout: Callable[[], None]
+
+
+def http_protocol(bounds: RequestBounds) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline on every request's head, a byte cap on it
+    and a deadline on its body."""
+
+    class BoundedHttpProtocol(HttpToolsProtocol):
+        # One deadline at a time: the head's, then the body's. Class-level until first armed.
+        _timer: asyncio.TimerHandle | None = None
+        # Bytes of the current request head read so far; None while a body is read.
+        _head_bytes: int | None = 0
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm()
+            self._arm(bounds.head_timeout, self._head_too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            # Counted per read, before the parser keeps any of it: httptools accumulates a
+            # header line until it ends, and uvicorn every header. The bytes of a kept-alive
+            # connection's next head that share a read with the previous request are not
+            # counted, which loosens the cap by one read at most.
+            while self._head_bytes is not None and len(data) > bounds.max_head_bytes - self._head_bytes:
+                allowed = bounds.max_head_bytes - self._head_bytes
+                self._head_bytes = bounds.max_head_bytes
+                super().data_received(data[:allowed])
+                if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                    return  # refused, or upgraded to a WebSocket (which uvicorn hands only the head)
+                if self._head_bytes == bounds.max_head_bytes:  # the head did not end within the cap
+                    self._head_too_large()
+                    return
+                data = data[allowed:]
+            if self._head_bytes is not None:
+                self._head_bytes += len(data)
+            super().data_received(data)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm()  # each request on a kept-alive connection gets its own deadline
+            self._arm(bounds.head_timeout, self._head_too_slow)  # each request has its own deadline
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            self._head_bytes = None
             super().on_headers_complete()
+            self._arm(bounds.body_timeout, self._body_too_slow)
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            self._head_bytes = 0
+            super().on_message_complete()
+
+        def handle_websocket_upgrade(self) -> None:
+            self._disarm()
+            super().handle_websocket_upgrade()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 
-        def _arm(self) -> None:
+        def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
             self._disarm()
-            self._header_timer = self.loop.call_later(handshake_timeout, self._too_slow)
+            self._timer = self.loop.call_later(seconds, callback)
 
         def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
-        def _too_slow(self) -> None:
-            self._header_timer = None
-            on_timeout()
+        def _head_too_slow(self) -> None:
+            self._timer = None
+            bounds.on_head_timeout()
             self.transport.close()
 
-    return HeaderDeadlineProtocol
+        def _head_too_large(self) -> None:
+            self._disarm()
+            bounds.on_head_too_large()
+            # Answered only when no response is under way: a 431 amid the previous request's
+            # response would corrupt both.
+            if self.cycle is None or self.cycle.response_complete:
+                self._answer(431, "request head too large")
+            self.transport.close()
+
+        def _body_too_slow(self) -> None:
+            self._timer = None
+            bounds.on_body_timeout()
+            cycle = self.cycle
+            # A pipelined request waits for an earlier response, which is under way.
+            answered = cycle.response_started or bool(self.pipeline)
+            if not cycle.response_complete:
+                # The application is still waiting for the body: it gets a disconnect, and
+                # whatever it sends from now on is dropped rather than written after our answer.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            if not answered:
+                self._answer(408, "request body not received in time")
+            self.transport.close()
+
+        def _answer(self, status: int, message: str) -> None:
+            content = [STATUS_LINE[status]]
+            for name, value in self.server_state.default_headers:
+                content.extend([name, b": ", value, b"\r\n"])
+            body = message.encode("ascii")
+            content.extend(
+                [
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+            self.transport.write(b"".join(content))
+
+    return BoundedHttpProtocol
 
 
 class _ClientProtocolErrorsAsWarnings(logging.Filter):

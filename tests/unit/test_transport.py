@@ -1,11 +1,20 @@
-"""The single-consumer stand-ins `WebSocketProtocol` gives uvicorn's protocol, without sockets."""
+"""The transport adaptations without sockets: the single-consumer stand-ins `WebSocketProtocol`
+gives uvicorn's protocol, its backpressure on a peer that does not read, and the bounds
+`http_protocol()` puts on a request's head and body."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from tasksync.transport import ReceiveQueue, WritableFlag
+import uvicorn
+from tasksync.transport import ReceiveQueue, RequestBounds, WritableFlag, http_protocol, websocket_protocol
+from uvicorn.server import ServerState
+
+from tests.support.waiting import eventually
 
 
 async def test_receive_queue_hands_over_in_order_and_wakes_a_waiting_consumer():
@@ -41,3 +50,232 @@ async def test_writable_flag_lets_sends_through_until_cleared_and_wakes_every_wa
     assert not any(w.done() for w in waiters)
     flag.set()
     await asyncio.wait_for(asyncio.gather(*waiters), 1)
+
+
+async def test_writable_flag_tells_whether_a_send_is_waiting():
+    flag = WritableFlag()
+    assert not flag.has_waiters()
+    flag.clear()
+    waiting = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)
+    assert flag.has_waiters()
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert not flag.has_waiters()  # a cancelled send waits no longer
+
+
+# -- the protocols, on a transport that records what they do to it ----------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+        self.aborted = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 8005) if name in ("sockname", "peername") else default
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def counter(self, name: str) -> Callable[[], None]:
+        def inc() -> None:
+            self.values[name] = self.values.get(name, 0) + 1
+
+        return inc
+
+
+async def _echo_body_length(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    answer = str(len(body)).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode())]})
+    await send({"type": "http.response.body", "body": answer})
+
+
+def _http(counts: Counts, *, max_head_bytes: int = 4096, body_timeout: float = 10.0) -> tuple[Any, RecordingTransport]:
+    bounds = RequestBounds(
+        head_timeout=10.0,
+        max_head_bytes=max_head_bytes,
+        body_timeout=body_timeout,
+        on_head_timeout=counts.counter("head_timeout"),
+        on_head_too_large=counts.counter("head_too_large"),
+        on_body_timeout=counts.counter("body_timeout"),
+    )
+    config = uvicorn.Config(_echo_body_length, lifespan="off", proxy_headers=False, log_level="warning")
+    config.load()
+    protocol = http_protocol(bounds)(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+    transport = RecordingTransport()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def _head(total: int) -> bytes:
+    """A GET request head of exactly `total` bytes."""
+    start, end = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ", b"\r\n\r\n"
+    return start + b"p" * (total - len(start) - len(end)) + end
+
+
+async def _answered(transport: RecordingTransport, count: int = 1) -> list[bytes]:
+    await eventually(lambda: transport.written.count(b"HTTP/1.1 ") >= count, timeout=5, what="the answer")
+    return re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", transport.written)
+
+
+@pytest.mark.parametrize("read_size", [1 << 20, 1000, 1])
+@pytest.mark.parametrize(
+    ("size", "status", "refused"),
+    [(4096, b"HTTP/1.1 200 OK", False), (4097, b"HTTP/1.1 431 Request Header Fields Too Large", True)],
+)
+async def test_a_head_at_the_cap_is_served_and_one_byte_more_is_refused_431(read_size, size, status, refused):
+    counts = Counts()
+    protocol, transport = _http(counts, max_head_bytes=4096)
+    head = _head(size)
+    for offset in range(0, len(head), read_size):
+        if transport.is_closing():
+            break
+        protocol.data_received(head[offset:offset + read_size])
+    assert await _answered(transport) == [status]
+    assert transport.closed == refused
+    assert counts.values == ({"head_too_large": 1} if refused else {})
+    protocol.connection_lost(None)
+
+
+async def test_the_head_cap_counts_neither_the_body_nor_earlier_requests():
+    counts = Counts()
+    protocol, transport = _http(counts)
+    body = b"b" * 100_000
+    post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + body
+    # A body far over the cap, read with its head; then two heads of three quarters of the cap
+    # each on the same kept-alive connection.
+    protocol.data_received(post)
+    assert await _answered(transport) == [b"HTTP/1.1 200 OK"]
+    for n in (2, 3):
+        protocol.data_received(_head(3072))
+        assert len(await _answered(transport, n)) == n
+    assert not transport.closed and counts.values == {}
+    protocol.connection_lost(None)
+
+
+async def test_a_body_not_received_within_the_deadline_is_answered_408_and_closed():
+    counts = Counts()
+    protocol, transport = _http(counts, body_timeout=0.05)
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+    assert await _answered(transport) == [b"HTTP/1.1 408 Request Timeout"]
+    assert transport.closed and counts.values == {"body_timeout": 1}
+    protocol.connection_lost(None)
+    # The application got a disconnect and wrote nothing after the 408.
+    await eventually(lambda: not protocol.server_state.tasks, timeout=5, what="the request task to end")
+    assert transport.written.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_complete_body_disarms_the_deadline():
+    counts = Counts()
+    protocol, transport = _http(counts, body_timeout=0.05)
+    protocol.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1234567890")
+    assert await _answered(transport) == [b"HTTP/1.1 200 OK"]
+    assert protocol._timer is None
+    assert not transport.closed and counts.values == {}
+    protocol.connection_lost(None)
+
+
+def _websocket(counts: Counts, send_timeout: float) -> tuple[Any, RecordingTransport]:
+    config = uvicorn.Config(_echo_body_length, lifespan="off", log_level="warning")
+    config.load()
+    protocol = websocket_protocol(send_timeout, counts.counter("write_stalled"))(
+        config=config, server_state=ServerState(), app_state={}
+    )
+    transport = RecordingTransport()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def test_a_full_write_buffer_stops_reading_until_it_drains_whatever_uvicorn_resumes():
+    protocol, transport = _websocket(Counts(), send_timeout=60)
+    protocol.pause_writing()
+    assert not transport.reading
+    # uvicorn resumes reading once the app takes a message it had paused for: still held.
+    protocol.read_paused = True
+    protocol.queue.put_nowait({"type": "websocket.receive", "text": "x"})
+    await protocol.receive()
+    assert not transport.reading
+    protocol.resume_writing()
+    assert transport.reading
+    # Its own pause outlasts a drained buffer: the app has not taken the message yet.
+    protocol.read_paused = True
+    transport.pause_reading()
+    protocol.pause_writing()
+    protocol.resume_writing()
+    assert not transport.reading
+    protocol.connection_lost(None)
+
+
+async def test_a_peer_that_reads_nothing_is_aborted_after_the_send_timeout():
+    counts = Counts()
+    protocol, transport = _websocket(counts, send_timeout=0.05)
+    protocol.pause_writing()
+    await eventually(lambda: transport.aborted, timeout=5, what="the abort")
+    assert counts.values == {"write_stalled": 1}
+    protocol.connection_lost(None)
+
+
+async def test_a_drained_buffer_cancels_the_abort():
+    counts = Counts()
+    protocol, transport = _websocket(counts, send_timeout=0.05)
+    protocol.pause_writing()
+    protocol.resume_writing()
+    assert protocol._stall_timer is None and not transport.aborted
+    protocol.connection_lost(None)
+
+
+async def test_a_stuck_send_leaves_the_session_its_window_before_the_backstop():
+    counts = Counts()
+    protocol, transport = _websocket(counts, send_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    protocol.pause_writing()
+    waiting = asyncio.create_task(protocol.writable.wait())  # a send of the session's
+    await eventually(lambda: transport.aborted, timeout=5, what="the backstop abort")
+    # The session's stall watch acts within one more timeout; the backstop waits two.
+    assert loop.time() - started >= 3 * 0.2 * 0.9
+    assert counts.values == {"write_stalled": 1}
+    protocol.connection_lost(None)
+    await asyncio.wait_for(waiting, 1)
