@@ -5,6 +5,10 @@ TASKSYNC_HEADER_AUTH_TRUSTED_PROXIES (addresses or CIDRs the proxy connects from
 TASKSYNC_HEADER_AUTH_SECRET with TASKSYNC_HEADER_AUTH_SECRET_HEADER ("x-tasksync-proxy-secret").
 At least one of the two checks must be configured: a header anyone can send proves nothing
 unless it provably came through the proxy.
+
+The address checked is the TCP peer's (`Handshake.client_host`), never one that X-Forwarded-For,
+X-Real-IP or Forwarded name: those are whatever the client or a forwarder wrote. The proxy
+must replace the user header on every request it forwards.
 """
 
 from __future__ import annotations

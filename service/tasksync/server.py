@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
+from .forwarded import forwarded_headers
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
@@ -78,9 +79,14 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         ),
         # After the drain, whatever is left gets a moment to finish before uvicorn cuts it.
         "timeout_graceful_shutdown": 5,
+        # uvicorn's own proxy-header handling is on by default for 127.0.0.1 (or whatever
+        # FORWARDED_ALLOW_IPS says) and loses the peer address that header auth must check;
+        # forwarded_headers() applies it for the configured forwarders only and keeps the peer.
+        "proxy_headers": False,
     }
     options.update(overrides)
-    return uvicorn.Config(create_app(service=service), **options)
+    app = forwarded_headers(create_app(service=service), settings.forwarded_allow_ips)
+    return uvicorn.Config(app, **options)
 
 
 def run(settings: Settings) -> None:

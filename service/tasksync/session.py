@@ -20,6 +20,7 @@ from litestar.exceptions import WebSocketDisconnect
 
 from .auth import AuthRefused, Handshake, Principal, TokenRequired
 from .broker import BrokerUnavailable, Delivery
+from .forwarded import peer_host
 from .hub import CloseRequest, Connection
 from .protocol import (
     BEARER_PREFIX,
@@ -102,7 +103,7 @@ def read_handshake(socket: WebSocket, service: Service) -> tuple[Handshake, list
     handshake = Handshake(
         query=query,
         headers=headers,
-        client_host=socket.client.host if socket.client else None,
+        client_host=peer_host(socket.scope),
         token=token,
     )
     return handshake, offered

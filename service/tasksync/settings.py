@@ -7,6 +7,7 @@ is documented in exactly one place.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import typing
 from collections.abc import Mapping
@@ -127,6 +128,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dapr_api_token: Annotated[
         str, _doc("When set, Dapr requests must carry it in the dapr-api-token header (else 401).")
     ] = ""
+    forwarded_allow_ips: Annotated[
+        list[str],
+        _doc(
+            "Proxies (addresses or CIDRs) whose X-Forwarded-For and X-Forwarded-Proto name the client in "
+            "logs; empty: forwarding headers are ignored. Never used to authenticate: header auth checks "
+            "the TCP peer."
+        ),
+    ] = []
     tls_certfile: Annotated[str, _doc("PEM certificate to terminate TLS (wss://) in the service itself.")] = ""
     tls_keyfile: Annotated[str, _doc("PEM private key for tls_certfile.")] = ""
     log_level: Annotated[str, _doc("Log level: debug, info, warning, error.")] = "info"
@@ -143,6 +152,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("tls_certfile and tls_keyfile must be given together")
         if self.drain_window > self.drain_grace:
             raise ValueError("drain_window must not exceed drain_grace")
+        for forwarder in self.forwarded_allow_ips:
+            try:
+                ipaddress.ip_network(forwarder, strict=False)
+            except ValueError:
+                raise ValueError(f"forwarded_allow_ips: {forwarder!r} is not an address or CIDR") from None
 
 
 class SettingDoc(msgspec.Struct, frozen=True):
