@@ -31,6 +31,12 @@ from .stream import open_stream
 
 log = logging.getLogger("tasksync")
 
+# Said by the startup warning and by every refused Dapr request, so both name the fix.
+DAPR_TOKEN_NOT_SET = (
+    "TASKSYNC_DAPR_API_TOKEN is not set: outside development mode the Dapr routes refuse every request "
+    "until it equals the Dapr sidecar's APP_API_TOKEN (the secret its dapr.io/app-token-secret annotation names)"
+)
+
 IngestOutcome = Literal["accepted", "duplicate"]
 
 
@@ -94,6 +100,10 @@ class Service:
             )
             if not self.settings.api_keys:
                 log.warning("DEVELOPMENT MODE: POST /v1/events is open to anyone (no TASKSYNC_API_KEYS set)")
+            if not self.settings.dapr_api_token:
+                log.warning("DEVELOPMENT MODE: the Dapr routes are open to anyone (no TASKSYNC_DAPR_API_TOKEN set)")
+        elif not self.settings.dapr_api_token:
+            log.warning("%s; events Dapr delivers meanwhile are answered 403 and retried by Dapr", DAPR_TOKEN_NOT_SET)
         await self.plugins.startup()
         if self.limits_watcher is not None:
             self.limits_watcher.check()

@@ -126,7 +126,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dapr_bulk_max_messages: Annotated[int, _doc("Bulk subscribe: most events per delivery.", ge=1)] = 100
     dapr_bulk_max_await_ms: Annotated[int, _doc("Bulk subscribe: longest wait before a partial batch.", ge=1)] = 40
     dapr_api_token: Annotated[
-        str, _doc("When set, Dapr requests must carry it in the dapr-api-token header (else 401).")
+        str,
+        _doc(
+            "The Dapr sidecar's APP_API_TOKEN: Dapr requests must carry it in the dapr-api-token header "
+            "(else 401). Unset outside development mode, the Dapr routes refuse every request (403)."
+        ),
     ] = ""
     forwarded_allow_ips: Annotated[
         list[str],

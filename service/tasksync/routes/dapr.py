@@ -6,6 +6,16 @@ HTTP 200 with {"status": "SUCCESS" | "RETRY" | "DROP"}; for a bulk delivery, 200
 so every permanent failure is answered DROP and never as an error status that would loop.
 There is no Dapr sidecar binary in this project's tests: they speak this contract to the
 service directly, byte for byte as the sidecar does.
+
+Who may call: only the sidecar, which sends its APP_API_TOKEN in the dapr-api-token header on
+every call to the app. Outside development mode the routes are closed (403) until
+TASKSYNC_DAPR_API_TOKEN is set to that token: open, they would let anyone who reaches the port
+publish to any user. The service still starts, so sockets and POST /v1/events keep working while
+the token is missing; a startup WARNING and tasksync_ingest_errors_total{reason=
+"token_not_configured"} say what to set, and Dapr keeps the refused events (see `_refusal`).
+
+A delivery's rejected entries are logged as one line per request (counts by status and reason,
+the first message), so a bulk body of bad entries cannot flood the log; the metrics count each.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from ..ingest import (
     event_from_bulk_entry,
     event_from_cloudevent,
 )
-from ..service import Service
+from ..service import DAPR_TOKEN_NOT_SET, Service
 from ..settings import Settings
 from .common import read_body, same_secret, service_of
 
@@ -62,9 +72,19 @@ def subscriptions(settings: Settings) -> list[dict[str, Any]]:
     return [subscription]
 
 
-def _unauthorized(request: Request, service: Service) -> Response | None:
-    expected = service.settings.dapr_api_token
-    if expected and not same_secret(request.headers.get(TOKEN_HEADER), expected):
+def _refusal(request: Request, service: Service) -> Response | None:
+    """The answer to a request that may not use the Dapr routes, or None."""
+    settings = service.settings
+    expected = settings.dapr_api_token
+    if not expected:
+        if settings.dev:
+            return None
+        # 403 rather than 404 or 2xx: Dapr drops an event answered 404 and retries one answered
+        # any other error status (per its resiliency policy, then to the dead-letter topic), so
+        # what is published while the token is missing is kept, not lost.
+        service.metrics.ingest_errors.labels("dapr", "token_not_configured").inc()
+        return Response({"error": "dapr_token_not_configured", "message": DAPR_TOKEN_NOT_SET}, status_code=403)
+    if not same_secret(request.headers.get(TOKEN_HEADER), expected):
         service.metrics.ingest_errors.labels("dapr", "unauthorized").inc()
         return Response({"error": "unauthorized", "message": f"missing or wrong {TOKEN_HEADER} header"}, status_code=401)
     return None
@@ -73,29 +93,54 @@ def _unauthorized(request: Request, service: Service) -> Response | None:
 @get("/dapr/subscribe")
 async def dapr_subscribe(request: Request) -> Response:
     service = service_of(request)
-    return _unauthorized(request, service) or Response(subscriptions(service.settings))
+    return _refusal(request, service) or Response(subscriptions(service.settings))
 
 
-async def _ingest_one(service: Service, make_event) -> DaprStatus:
+class _Rejections:
+    """The events of one delivery that were not accepted, counted by (status, reason), with the
+    first one's message: what one log line per request says."""
+
+    __slots__ = ("counts", "first")
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[tuple[DaprStatus, str]] = collections.Counter()
+        self.first = ""
+
+    def add(self, status: DaprStatus, reason: str, message: str) -> None:
+        if not self.counts:
+            self.first = message
+        self.counts[status, reason] += 1
+
+    def report(self, service: Service, events: int) -> None:
+        if not self.counts:
+            return
+        for (_, reason), count in self.counts.items():
+            service.metrics.ingest_errors.labels("dapr", reason).inc(count)
+        summary = ", ".join(f"{status} {reason}: {count}" for (status, reason), count in self.counts.most_common())
+        log.warning(
+            "Dapr delivery: %d of %d events not accepted (%s); first: %s",
+            self.counts.total(), events, summary, self.first,
+        )
+
+
+async def _ingest_one(service: Service, make_event, rejections: _Rejections) -> DaprStatus:
     """Validate and publish one event; the Dapr status that answers it."""
     try:
         event = make_event()
     except IngestError as error:
-        service.metrics.ingest_errors.labels("dapr", error.reason).inc()
-        log.warning("dropping Dapr event: %s", error.message)
+        rejections.add("DROP", error.reason, error.message)
         return "DROP"
     try:
         await service.ingest(event)
     except BrokerUnavailable as error:
-        service.metrics.ingest_errors.labels("dapr", "broker_unavailable").inc()
-        log.warning("asking Dapr to retry event %s: %s", event.id, error)
+        rejections.add("RETRY", "broker_unavailable", f"event {event.id}: {error}")
         return "RETRY"
     return "SUCCESS"
 
 
 async def dapr_events(request: Request) -> Response:
     service = service_of(request)
-    if (refused := _unauthorized(request, service)) is not None:
+    if (refused := _refusal(request, service)) is not None:
         return refused
     metrics = service.metrics
     raw = await read_body(request)
@@ -113,16 +158,20 @@ async def dapr_events(request: Request) -> Response:
         return _answer(DaprResponse("DROP"))
     if bulk is not None:
         return await _ingest_bulk(service, bulk)
-    status = await _ingest_one(service, lambda: event_from_cloudevent(body))
+    rejections = _Rejections()
+    status = await _ingest_one(service, lambda: event_from_cloudevent(body), rejections)
+    rejections.report(service, 1)
     metrics.dapr_responses.labels(status).inc()
     return _answer(DaprResponse(status))
 
 
 async def _ingest_bulk(service: Service, envelope: BulkEnvelope) -> Response:
     statuses = []
+    rejections = _Rejections()
     for entry in envelope.entries:
-        status = await _ingest_one(service, lambda entry=entry: event_from_bulk_entry(entry))
+        status = await _ingest_one(service, lambda entry=entry: event_from_bulk_entry(entry), rejections)
         statuses.append(BulkEntryStatus(entry_id=entry.entry_id, status=status))
+    rejections.report(service, len(envelope.entries))
     # One `.labels()` per status, not per entry: it takes a lock and validates every call.
     for status, count in collections.Counter(s.status for s in statuses).items():
         service.metrics.dapr_responses.labels(status).inc(count)
