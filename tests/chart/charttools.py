@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,27 @@ class Helm:
 
     def lint(self, files: tuple[Path, ...] = ()) -> str:
         return self.run("lint", "--strict", str(CHART), files=files)
+
+
+def render_notes(helm: Helm, workdir: Path, values: dict[str, Any], files: tuple[Path, ...] = ()) -> str:
+    """NOTES.txt as `helm install` would print it. `helm template` skips NOTES.txt, so a copy of
+    the chart (in `workdir`) renders it through `tpl` in a throwaway template."""
+    chart = workdir / "chart"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "NOTES.txt")
+    (chart / "templates" / "notes-preview.yaml").write_text('notes: {{ tpl (.Files.Get "NOTES.txt") . | toJson }}\n')
+    out = helm.run(
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes-preview.yaml",
+        values=values,
+        files=files,
+    )
+    return yaml.safe_load(out)["notes"]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:

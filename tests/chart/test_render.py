@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from tasksync.metrics import Metrics
 from tasksync.plugins import PluginContext
 from tasksync.settings import load_settings
@@ -31,6 +29,7 @@ from tests.chart.charttools import (
     env_of,
     find,
     one,
+    render_notes,
 )
 
 # Every optional part switched on around the memory broker (one replica).
@@ -42,7 +41,7 @@ EVERYTHING_SINGLE_REPLICA: dict[str, Any] = {
     "extraEnv": [{"name": "TASKSYNC_HISTORY_SIZE", "value": "5000"}],
     "ingress": {
         "enabled": True,
-        "hosts": [{"host": "sync.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+        "hosts": [{"host": "sync.example.com"}],
         "tls": [{"secretName": "sync-tls", "hosts": ["sync.example.com"]}],
     },
     "podDisruptionBudget": {"enabled": True},
@@ -213,11 +212,14 @@ def test_the_dapr_token_reaches_the_sidecar_and_the_service_alike(rendered: list
     deployment = server(rendered)
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     token = env_of(container(deployment, "tasksync")).get("TASKSYNC_DAPR_API_TOKEN")
-    if "dapr.io/app-token-secret" not in annotations:
+    if annotations.get("dapr.io/enabled") != "true":
         assert token is None
         return
     # Dapr reads the key "token" of the Secret the annotation names.
-    assert token["valueFrom"]["secretKeyRef"] == {"name": annotations["dapr.io/app-token-secret"], "key": "token"}
+    secret_name = annotations["dapr.io/app-token-secret"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": secret_name, "key": "token"}
+    for secret in find(rendered, "Secret", secret_name):
+        assert base64.b64decode(secret["data"]["token"]), "an empty token would leave /dapr/* refusing Dapr"
 
 
 def test_dapr_annotations_and_subscription_mode(rendered: list[dict[str, Any]]) -> None:
@@ -265,7 +267,8 @@ def test_production_values_wire_secrets_by_reference_only(helm: Helm) -> None:
 
 
 def test_ingress_defaults_keep_long_lived_websockets_open(helm: Helm) -> None:
-    ingress = one(helm.template({**MINIMAL_VALUES, "ingress": {"enabled": True}}), "Ingress")
+    values = {**MINIMAL_VALUES, "ingress": {"enabled": True, "hosts": [{"host": "sync.example.com"}]}}
+    ingress = one(helm.template(values), "Ingress")
     annotations = ingress["metadata"]["annotations"]
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 3600
@@ -325,27 +328,6 @@ def test_the_memory_broker_is_replaced_not_rolled(helm: Helm) -> None:
     }
     chosen = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 1}}
     assert server(helm.template({**redis, "updateStrategy": chosen}))["spec"]["strategy"] == chosen
-
-
-def render_notes(helm: Helm, tmp_path: Path, values: dict[str, Any], files: tuple[Path, ...] = ()) -> str:
-    """NOTES.txt as `helm install` would print it. `helm template` skips NOTES.txt, so a copy of
-    the chart renders it through `tpl` in a throwaway template."""
-    chart = tmp_path / "chart"
-    shutil.copytree(CHART, chart)
-    shutil.copy(chart / "templates" / "NOTES.txt", chart / "NOTES.txt")
-    (chart / "templates" / "notes-preview.yaml").write_text('notes: {{ tpl (.Files.Get "NOTES.txt") . | toJson }}\n')
-    out = helm.run(
-        "template",
-        RELEASE,
-        str(chart),
-        "--namespace",
-        NAMESPACE,
-        "--show-only",
-        "templates/notes-preview.yaml",
-        values=values,
-        files=files,
-    )
-    return yaml.safe_load(out)["notes"]
 
 
 def test_notes_tell_how_to_connect_publish_and_limit(helm: Helm, tmp_path: Path) -> None:

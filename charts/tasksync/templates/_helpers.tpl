@@ -84,8 +84,68 @@ app.kubernetes.io/component: operator
 {{- default (printf "%s-dapr-token" (include "tasksync.fullname" .)) .Values.dapr.appTokenExistingSecret }}
 {{- end }}
 
+{{/*
+True when the pods get a Dapr app token: whenever Dapr is on. Outside development mode (which
+the chart never runs) the service answers /dapr/* only with a token, and with one, nothing but
+the sidecar can post events for any user.
+*/}}
 {{- define "tasksync.hasDaprToken" -}}
-{{- if or .Values.dapr.appToken .Values.dapr.appTokenExistingSecret }}true{{ end }}
+{{- if .Values.dapr.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "tasksync.createsDaprTokenSecret" -}}
+{{- if and (include "tasksync.hasDaprToken" .) (not .Values.dapr.appTokenExistingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+The Dapr app token in the chart's Secret: dapr.appToken; else the token that Secret already
+holds, so `helm upgrade` keeps the one the running sidecars send; else a new random one (48
+alphanumerics from crypto/rand, about 285 bits). `lookup` finds nothing under `helm template`
+and client-side dry runs, so each of those renders generates a new token.
+The token is kept in .Values for the rest of the render: secret.yaml is rendered twice (as
+itself and into the pods' checksum annotation), and both must hold the same token, or the first
+upgrade after an install would roll every pod for a token that did not change.
+*/}}
+{{- define "tasksync.daprAppToken" -}}
+{{- if not (hasKey .Values.dapr "renderedAppToken") }}
+{{- $token := .Values.dapr.appToken }}
+{{- if not $token }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "tasksync.daprTokenSecretName" .) }}
+{{- $token = dig "data" "token" "" $existing | b64dec | default (randAlphaNum 48) }}
+{{- end }}
+{{- $_ := set .Values.dapr "renderedAppToken" $token }}
+{{- end }}
+{{- .Values.dapr.renderedAppToken }}
+{{- end }}
+
+{{/*
+The paths an ingress.hosts entry routes, as JSON: its own, else exactly /ws.
+*/}}
+{{- define "tasksync.ingressPaths" -}}
+{{- toJson (default (list (dict "path" "/ws" "pathType" "Exact")) .paths) }}
+{{- end }}
+
+{{/*
+The service's endpoints other than /ws that the Ingress routes, comma-separated: what a path
+beyond the default publishes to whoever reaches the Ingress. A Prefix (or
+ImplementationSpecific) path reaches an endpoint equal to it or below it, element by element.
+*/}}
+{{- define "tasksync.ingressExposedEndpoints" -}}
+{{- $endpoints := list "/metrics" "/v1/events" "/dapr/subscribe" .Values.dapr.route "/health" "/health/ready" "/debug/heap" }}
+{{- $exposed := list }}
+{{- range $host := .Values.ingress.hosts }}
+{{- range $path := include "tasksync.ingressPaths" $host | fromJsonArray }}
+{{- $prefix := trimSuffix "/" $path.path }}
+{{- range $endpoint := $endpoints }}
+{{- if eq $path.pathType "Exact" }}
+{{- if eq $path.path $endpoint }}{{ $exposed = append $exposed $endpoint }}{{ end }}
+{{- else if or (eq $prefix "") (eq $prefix $endpoint) (hasPrefix (printf "%s/" $prefix) $endpoint) }}
+{{- $exposed = append $exposed $endpoint }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $exposed | uniq | sortAlpha | join ", " }}
 {{- end }}
 
 {{/* True when the chart's Secret has something to hold. */}}
@@ -146,6 +206,12 @@ may take up to graceSeconds; 5 seconds on top let the process exit after its las
 {{- end }}
 {{- if and (eq .Values.auth.plugin "header") (not (or .Values.auth.header.trustedProxies .Values.auth.header.secret .Values.auth.header.existingSecret)) }}
 {{- fail "auth.plugin header needs auth.header.trustedProxies, auth.header.secret or auth.header.existingSecret: a header anyone can send proves nothing" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.enabled needs at least one host in ingress.hosts, e.g. [{host: sync.example.com}]: an Ingress without hosts has no rules and routes nothing to TaskSync" }}
+{{- end }}
+{{- if not (or .Values.dapr.enabled .Values.apiKeys.keys .Values.apiKeys.existingSecret) }}
+{{- fail "dapr.enabled is false and no apiKeys are set, so nothing could ever deliver an event to this install: without Dapr, events arrive only on POST /v1/events, which needs an API key. Set apiKeys.keys or apiKeys.existingSecret, or enable Dapr" }}
 {{- end }}
 {{- end }}
 
