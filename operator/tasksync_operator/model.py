@@ -64,6 +64,8 @@ class PolicyLimits(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     inbound_burst: int | None = None
     outbound_events_per_second_per_user: float | None = None
     outbound_burst_per_user: int | None = None
+    replay_events_per_second_per_user: float | None = None
+    replay_burst_per_user: int | None = None
     publish_requests_per_second_per_key: float | None = None
     publish_burst_per_key: int | None = None
     max_frame_bytes: int | None = None

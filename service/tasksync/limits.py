@@ -26,6 +26,11 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     inbound_burst: PositiveInt = 20
     outbound_events_per_second_per_user: PositiveFloat = 100.0
     outbound_burst_per_user: PositiveInt = 200
+    # Events a user's resumes may replay from history, per process. The burst covers every
+    # connection of a user replaying a full history at once (20 x 1,000 by default), so only a
+    # client that resumes over and over meets the rate.
+    replay_events_per_second_per_user: PositiveFloat = 1_000.0
+    replay_burst_per_user: PositiveInt = 20_000
     publish_requests_per_second_per_key: PositiveFloat = 1_000.0
     publish_burst_per_key: PositiveInt = 2_000
     max_frame_bytes: PositiveInt = 64 * 1024
@@ -38,6 +43,8 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             raise ValueError(
                 "outbound_burst_per_user must be at least outbound_events_per_second_per_user"
             )
+        if self.replay_burst_per_user < self.replay_events_per_second_per_user:
+            raise ValueError("replay_burst_per_user must be at least replay_events_per_second_per_user")
         if self.publish_burst_per_key < self.publish_requests_per_second_per_key:
             raise ValueError(
                 "publish_burst_per_key must be at least publish_requests_per_second_per_key"

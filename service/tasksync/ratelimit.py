@@ -1,5 +1,5 @@
 """Token buckets: the one rate-limit mechanism behind every limit (inbound frames, outbound
-events per user, publish requests per API key). Pure, with an injectable clock."""
+events per user, replayed events per user, publish requests per API key). Pure, with an injectable clock."""
 
 from __future__ import annotations
 
@@ -55,11 +55,11 @@ class BucketsByKey:
         self._buckets: dict[str, TokenBucket] = {}
         self._next_prune = clock() + 60
 
-    def allow(self, key: str) -> bool:
+    def allow(self, key: str, cost: float = 1.0) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self._clock)
-        allowed = bucket.allow()
+        allowed = bucket.allow(cost)
         if bucket.stamp > self._next_prune:
             self._prune()
         return allowed

@@ -160,6 +160,12 @@ RLP_INVALID = [
     ),
     ("outboundBurstPerUser-minimum", with_limits(outboundBurstPerUser=0), "spec.limits.outboundBurstPerUser"),
     (
+        "replayEventsPerSecondPerUser-exclusiveMinimum",
+        with_limits(replayEventsPerSecondPerUser=0),
+        "spec.limits.replayEventsPerSecondPerUser",
+    ),
+    ("replayBurstPerUser-minimum", with_limits(replayBurstPerUser=0), "spec.limits.replayBurstPerUser"),
+    (
         "publishRequestsPerSecondPerKey-exclusiveMinimum",
         with_limits(publishRequestsPerSecondPerKey=0),
         "spec.limits.publishRequestsPerSecondPerKey",
@@ -175,6 +181,11 @@ RLP_INVALID = [
         "outboundBurst-vs-rate",
         with_limits(outboundBurstPerUser=9, outboundEventsPerSecondPerUser=10),
         "outboundBurstPerUser must be at least outboundEventsPerSecondPerUser",
+    ),
+    (
+        "replayBurst-vs-rate",
+        with_limits(replayBurstPerUser=99, replayEventsPerSecondPerUser=100),
+        "replayBurstPerUser must be at least replayEventsPerSecondPerUser",
     ),
     (
         "publishBurst-vs-rate",

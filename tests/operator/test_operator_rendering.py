@@ -280,6 +280,7 @@ INT_LIMITS = {
     "max_connections_per_process",
     "inbound_burst",
     "outbound_burst_per_user",
+    "replay_burst_per_user",
     "publish_burst_per_key",
     "max_frame_bytes",
 }
