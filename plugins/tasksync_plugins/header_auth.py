@@ -8,7 +8,10 @@ unless it provably came through the proxy.
 
 The address checked is the TCP peer's (`Handshake.client_host`), never one that X-Forwarded-For,
 X-Real-IP or Forwarded name: those are whatever the client or a forwarder wrote. The proxy
-must replace the user header on every request it forwards.
+must replace the user header on every request it forwards; a user header that arrives more
+than once means a client's copy got through next to the proxy's, and is refused (not joined: a
+user id may itself contain a comma). The user header is read as UTF-8, as user ids are
+everywhere else.
 """
 
 from __future__ import annotations
@@ -68,7 +71,12 @@ def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal
     checker: _Checker = ctx.stash[STASH]
     if not checker.from_proxy(handshake):
         raise AuthRefused("untrusted_proxy", "identity headers are only accepted from the authenticating proxy")
-    user = handshake.headers.get(checker.settings.user_header.lower(), "").strip()
+    header = checker.settings.user_header.lower()
+    if header in handshake.repeated:
+        raise AuthRefused(
+            "repeated_user_header", f"{checker.settings.user_header} arrived more than once: the proxy must replace it"
+        )
+    user = handshake.headers.get(header, "").strip()
     if not user:
         raise AuthRefused("missing_user_header", f"the proxy sent no {checker.settings.user_header} header")
     return Principal(user_id=user)

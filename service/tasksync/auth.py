@@ -17,8 +17,12 @@ class Handshake(msgspec.Struct, frozen=True, kw_only=True):
     """What an authenticator may look at: nothing it could use to touch the socket."""
 
     query: Mapping[str, str]
-    # By lower-case name; a header sent more than once has its values joined with ", ".
+    # By lower-case name, decoded as UTF-8; a header sent more than once has its values joined
+    # with ", ".
     headers: Mapping[str, str]
+    # The (lower-case) names of the headers sent more than once. A header that names the user
+    # must be refused when repeated, not read joined: one copy may be the client's own.
+    repeated: frozenset[str] = frozenset()
     client_host: str | None
     # The bearer token: from the `bearer.<token>` subprotocol entry, a first `auth` frame, a
     # refresh, or (only where enabled) the `token` query parameter.

@@ -71,6 +71,12 @@ class Metrics:
         self.connections_active = Gauge(
             "tasksync_connections_active", "Live WebSocket connections in this process.", registry=r
         )
+        self.sockets_open = Gauge(
+            "tasksync_sockets_open",
+            "WebSocket sockets counted against max_connections_per_process: live connections and "
+            "handshakes still waiting to authenticate.",
+            registry=r,
+        )
         self.connections_opened = Counter(
             "tasksync_connections_opened",
             "WebSocket connections accepted, by kind (new or reconnect, as the handshake says).",
@@ -146,6 +152,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.events_replayed = Counter(
+            "tasksync_events_replayed",
+            "Events replayed from history for client resumes (handshake or resume frame), as charged to "
+            "the users' replay budgets.",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "tasksync_auth_failures",
             "Handshakes and token refreshes refused by the authenticator, by reason.",
@@ -154,7 +166,7 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "tasksync_rate_limited",
-            "Work refused or dropped by a rate limit: inbound client frames, outbound events, publish requests.",
+            "Work refused or dropped by a rate limit: inbound client frames, outbound events, replays, publish requests.",
             ["direction"],
             registry=r,
         )
@@ -199,7 +211,7 @@ class Metrics:
             self.limits_reloads.labels(outcome)
         for outcome in ("recovered", "resync"):
             self.resume_outcomes.labels(outcome)
-        for direction in ("inbound", "outbound", "publish"):
+        for direction in ("inbound", "outbound", "replay", "publish"):
             self.rate_limited.labels(direction)
         for kind in ("new", "reconnect"):
             self.connections_opened.labels(kind)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,6 +60,13 @@ class Service:
         self.limits_file = LimitsFile(limits=Limits(max_frame_bytes=settings.max_frame_bytes))
         limits = self.limits
         self.publish_buckets = BucketsByKey(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
+        self.replay_budgets = BucketsByKey(limits.replay_events_per_second_per_user, limits.replay_burst_per_user)
+        # Client resumes reading history at once: each holds up to a history of deliveries and
+        # a broker read, so a resume storm waits its turn instead of crowding out handshakes.
+        self.replay_slots = asyncio.Semaphore(settings.max_concurrent_replays)
+        # Sockets counted against max_connections_per_process, from their handshake to their
+        # end, whether authenticated yet or still waiting for their auth frame.
+        self.open_sockets = 0
         self.hub = Hub(
             self.metrics,
             BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user),
@@ -73,6 +81,7 @@ class Service:
         self.broker.set_sink(self.hub.deliver)
         self.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks()))
         self.metrics.connected_users.set_function(lambda: self.hub.user_count)
+        self.metrics.sockets_open.set_function(lambda: self.open_sockets)
         self.metrics.history_events.set_function(lambda: self.broker.held_events)
         self.limits_watcher = (
             LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
@@ -89,6 +98,7 @@ class Service:
         limits = limits_file.limits
         self.publish_buckets.reconfigure(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
         self.hub.outbound.reconfigure(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+        self.replay_budgets.reconfigure(limits.replay_events_per_second_per_user, limits.replay_burst_per_user)
         self.metrics.limits_generation.set(limits_file.generation)
 
     async def start(self) -> None:
@@ -176,9 +186,33 @@ class Service:
             self._spawn(self.plugins.offline_event(event))
         return "accepted"
 
+    @contextlib.contextmanager
+    def socket_slot(self) -> Iterator[bool]:
+        """Count one socket against max_connections_per_process for as long as the block runs:
+        True if there was room (then it is counted), False if the process is full."""
+        if self.full:
+            yield False
+            return
+        self.open_sockets += 1
+        try:
+            yield True
+        finally:
+            self.open_sockets -= 1
+
     @property
     def full(self) -> bool:
-        return self.hub.connection_count >= self.limits.max_connections_per_process
+        return self.open_sockets >= self.limits.max_connections_per_process
+
+    def admit_replay(self, user_id: str, events: int) -> bool:
+        """Charge a client's resume to its user's replay budget: True if it may replay `events`
+        now. A replay larger than the whole burst costs the burst, so a full budget admits
+        any replay the history can produce."""
+        if not events:
+            return True
+        if not self.replay_budgets.allow(user_id, min(events, self.limits.replay_burst_per_user)):
+            return False
+        self.metrics.events_replayed.inc(events)
+        return True
 
     async def readiness(self) -> Readiness:
         broker_ok = await self.broker.ready()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from .protocol import (
 )
 from .ratelimit import TokenBucket
 from .service import Service
-from .stream import open_stream
+from .stream import ReplayOverBudget, open_stream
 from .transport import TRANSPORT_ABORT_KEY, TRANSPORT_SEND_NOW_KEY
 
 
@@ -53,60 +54,90 @@ class HandshakeRejected(Exception):
         self.message = message
 
 
-def request_headers(socket: WebSocket) -> dict[str, str]:
-    """The handshake's headers by (lower-case) name, a repeated header's values joined with
-    commas as HTTP allows. Read from the scope: `socket.headers` would build, and keep for the
-    whole connection, a multi-dict of them."""
+# How many failed attempts one handshake may report: the reconnect metrics take the client's
+# word, so one handshake must not be able to move them by more than a plausible backoff run.
+MAX_REPORTED_ATTEMPTS = 100
+
+# ASCII digits only: str.isdigit() also accepts superscripts and other scripts' digits, which
+# int() refuses or reads as a number; 18 digits keep the value within a signed 64-bit offset
+# and far below int()'s own digit limit.
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+
+
+def request_headers(socket: WebSocket) -> tuple[dict[str, str], frozenset[str]]:
+    """The handshake's headers by lower-case name, decoded as UTF-8 like all other text, a
+    repeated header's values joined with commas as HTTP allows; and the names of the repeated
+    ones. Read from the scope: `socket.headers` would build, and keep for the whole connection,
+    a multi-dict of them. A value that is not UTF-8 is refused rather than decoded with
+    replacement characters, which could make two different values name the same user."""
     headers: dict[str, str] = {}
+    repeated: set[str] = set()
     for raw_name, raw_value in socket.scope["headers"]:
-        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
+        # The HTTP parser admits only token characters (ASCII) in names.
+        name = raw_name.decode("ascii").lower()
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HandshakeRejected(CLOSE_POLICY, "bad_header", f"header {name[:60]} is not valid UTF-8") from None
+        if name in headers:
+            repeated.add(name)
+            headers[name] = f"{headers[name]}, {value}"
+        else:
+            headers[name] = value
+    return headers, frozenset(repeated)
 
 
-def offered_subprotocols(headers: dict[str, str]) -> list[str]:
-    header = headers.get("sec-websocket-protocol", "")
-    return [entry.strip() for entry in header.split(",") if entry.strip()]
+def offered_subprotocols(socket: WebSocket) -> list[str]:
+    return [entry for entry in socket.scope.get("subprotocols", ()) if entry]
+
+
+def decimal_parameter(query: dict[str, str], name: str, label: str) -> int | None:
+    """A non-negative integer handshake parameter, None when absent."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not _DECIMAL.fullmatch(raw):
+        raise HandshakeRejected(CLOSE_POLICY, label, f"'{name}' must be a non-negative integer of at most 18 ASCII digits")
+    return int(raw)
 
 
 def resume_request(query: dict[str, str]) -> tuple[int, str] | None:
     """The `since`/`epoch` handshake parameters, validated; None when the client did not resume."""
-    since, epoch = query.get("since"), query.get("epoch")
+    since, epoch = decimal_parameter(query, "since", "bad_resume"), query.get("epoch")
     if since is None and epoch is None:
         return None
     if since is None or not epoch:
         raise HandshakeRejected(CLOSE_POLICY, "bad_resume", "resume needs both 'since' and 'epoch'")
-    if not since.isdigit() or len(since) > 18:
-        raise HandshakeRejected(CLOSE_POLICY, "bad_resume", "'since' must be a non-negative integer")
-    return int(since), epoch
+    return since, epoch
 
 
 def reconnect_attempts(query: dict[str, str]) -> int | None:
-    """How many attempts failed before this reconnect, or None if this is not a reconnect."""
+    """How many attempts failed before this reconnect, at most MAX_REPORTED_ATTEMPTS, or None
+    if this is not a reconnect. A malformed count is refused whether or not this is a reconnect:
+    it comes from a broken client."""
+    attempts = decimal_parameter(query, "attempts", "bad_attempts")
     if query.get("reconnect") not in ("1", "true"):
         return None
-    attempts = query.get("attempts", "0")
-    return min(int(attempts), 1000) if attempts.isdigit() else 0
+    return min(attempts or 0, MAX_REPORTED_ATTEMPTS)
 
 
-def read_handshake(socket: WebSocket, service: Service) -> tuple[Handshake, list[str]]:
-    """What the plugins get to see of the handshake, and the subprotocols it offered. Built
-    again for a token refresh rather than kept: an idle connection should hold as little as
-    possible."""
-    headers = request_headers(socket)
-    offered = offered_subprotocols(headers)
+def read_handshake(socket: WebSocket, service: Service, offered: list[str]) -> Handshake:
+    """What the plugins get to see of the handshake. Built again for a token refresh rather
+    than kept: an idle connection should hold as little as possible. Raises HandshakeRejected
+    for a header that is not UTF-8."""
+    headers, repeated = request_headers(socket)
     query = dict(socket.query_params)
     token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
     if token is None and service.settings.token_query_param:
         token = query.get("token")
     query.pop("token", None)  # never handed to plugins, never logged by them
-    handshake = Handshake(
+    return Handshake(
         query=query,
         headers=headers,
+        repeated=repeated,
         client_host=peer_host(socket.scope),
         token=token,
     )
-    return handshake, offered
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,30 +151,34 @@ class Admission:
 
 
 async def run_session(socket: WebSocket, service: Service) -> None:
-    admission = await _admit(socket, service)
-    if admission is not None:
-        await _serve(socket, service, admission)
+    with service.socket_slot() as room:
+        admission = await _admit(socket, service, room)
+        if admission is not None:
+            await _serve(socket, service, admission)
 
 
-async def _admit(socket: WebSocket, service: Service) -> Admission | None:
-    """Check, accept and authenticate a handshake; None once it has been refused and closed."""
+async def _admit(socket: WebSocket, service: Service, room: bool) -> Admission | None:
+    """Check, accept and authenticate a handshake; None once it has been refused and closed.
+    `room`: whether the socket got a place in the process connection limit."""
     metrics = service.metrics
-    handshake, offered = read_handshake(socket, service)
-    if not service.origins.allows(handshake.headers.get("origin")):
-        # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
-        metrics.handshakes_refused.labels("origin").inc()
-        await socket.close()
-        return None
+    offered = offered_subprotocols(socket)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
     principal: Principal | None = None
     try:
+        handshake = read_handshake(socket, service, offered)
+        if not service.origins.allows(handshake.headers.get("origin")):
+            # Refused before the upgrade: the browser gets HTTP 403 and the page nothing at all.
+            metrics.handshakes_refused.labels("origin").inc()
+            await socket.close()
+            return None
         if service.draining:
             raise HandshakeRejected(CLOSE_SERVICE_RESTART, "draining", "service restarting: connect to another replica")
-        if service.full:
+        if not room:
             raise HandshakeRejected(CLOSE_TRY_AGAIN_LATER, "process_limit", "server full: try again later")
         if offered and subprotocol is None:
             raise HandshakeRejected(CLOSE_POLICY, "subprotocol", f"unsupported subprotocol: offer {SUBPROTOCOL}")
         resume = resume_request(handshake.query)
+        attempts = reconnect_attempts(handshake.query)
         try:
             principal = await service.plugins.authenticate(handshake)
         except TokenRequired:
@@ -170,7 +205,7 @@ async def _admit(socket: WebSocket, service: Service) -> Admission | None:
         limit = service.limits.max_connections_per_user
         await socket.close(CLOSE_RATE_LIMITED, close_reason(f"too many connections for this user (limit {limit})"))
         return None
-    return Admission(principal, resume, reconnect_attempts(handshake.query))
+    return Admission(principal, resume, attempts)
 
 
 async def _serve(socket: WebSocket, service: Service, admission: Admission) -> None:
@@ -192,11 +227,7 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
     try:
         if service.hub.add(conn):
             await service.broker.watch(conn.user_id)
-        try:
-            await open_stream(conn, service, admission.resume, first=True)
-        except BrokerUnavailable:
-            # Without offsets the stream cannot start honestly; the client retries with backoff.
-            conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
+        await _open_stream(conn, service, admission.resume, first=True)
         await _read(socket, conn, service, expiry)
     except asyncio.CancelledError:
         if conn.closing is None or conn.closing.label != "stalled":
@@ -308,14 +339,29 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _
             continue
         if isinstance(frame, Resume):
             conn.begin_replay()
-            try:
-                await open_stream(conn, service, (frame.since, frame.epoch), first=False)
-            except BrokerUnavailable:
-                conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
+            await _open_stream(conn, service, (frame.since, frame.epoch), first=False)
         elif isinstance(frame, Auth):
-            handshake, _ = read_handshake(socket, service)
+            # The same headers that passed at the handshake: read again, they cannot fail now.
+            handshake = read_handshake(socket, service, offered_subprotocols(socket))
             await _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token), expiry)
         # Pong needs no answer: any inbound frame already proves the client is alive.
+
+
+async def _open_stream(conn: Connection, service: Service, resume: tuple[int, str] | None, *, first: bool) -> None:
+    """Open or resume a client's stream; a connection whose stream cannot go on is asked to
+    close, with a code that tells the client when to come back."""
+    try:
+        if resume is None:
+            await open_stream(conn, service, resume, first=first)
+        else:
+            async with service.replay_slots:
+                await open_stream(conn, service, resume, first=first)
+    except BrokerUnavailable:
+        # Without offsets the stream cannot start honestly; the client retries with backoff.
+        conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
+    except ReplayOverBudget:
+        service.metrics.rate_limited.labels("replay").inc()
+        conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many events replayed: resume less often", "rate_limited"))
 
 
 async def _refresh(conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:

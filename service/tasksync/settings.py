@@ -48,6 +48,14 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     outbox_size: Annotated[
         int, _doc("Frames queued per connection before it counts as a slow consumer and is closed (1013).", ge=1)
     ] = 1000
+    max_concurrent_replays: Annotated[
+        int,
+        _doc(
+            "Client resumes that may read history at once in this process; more wait their turn, so a "
+            "resume storm neither floods the broker nor crowds out other handshakes.",
+            ge=1,
+        ),
+    ] = 16
     send_timeout: Annotated[
         float,
         _doc(

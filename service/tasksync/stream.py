@@ -17,12 +17,17 @@ if TYPE_CHECKING:
     from .service import Service
 
 
+class ReplayOverBudget(Exception):
+    """A client's resume would replay more events than its user's replay budget allows now."""
+
+
 async def open_stream(
     conn: Connection, service: Service, resume: tuple[int, str] | None, *, first: bool, client_resume: bool = True
 ) -> None:
     """Queue `connected` (first time only), then any resync notice and the replay, then release
-    what was held. `client_resume` is False for the server's own catch-ups, which are not
-    counted as client resumes."""
+    what was held. `client_resume` is False for the server's own catch-ups, which are neither
+    counted as client resumes nor charged to the replay budget. Raises ReplayOverBudget (and
+    BrokerUnavailable)."""
     broker = service.broker
     replayed: list[Delivery] = []
     resync = None
@@ -31,6 +36,10 @@ async def open_stream(
     else:
         replay = await broker.replay(conn.user_id, *resume)
         position, resync, replayed = replay.position, replay.resync, replay.deliveries
+        # Charged by what it replays, before anything is queued: one frame asks for up to a
+        # whole history, and an over-budget resume sends none of it.
+        if client_resume and not service.admit_replay(conn.user_id, len(replayed)):
+            raise ReplayOverBudget
     conn.epoch = position.epoch
     # Where this stream now stands for the client: the point it resumed from, or the head
     # when it starts fresh or must resync. The writer moves it on as it takes deliveries.

@@ -29,6 +29,10 @@ async def test_user_header_is_trusted_from_a_trusted_proxy_address(start_service
     assert await first_frame_or_close(service.ws, {"X-Forwarded-User": "pat"}) == ("pat", None)
     assert await first_frame_or_close(service.ws, {}) == (None, 4001)
     assert value(service, "tasksync_auth_failures_total", reason="missing_user_header") == 1
+    # A proxy that adds its user header instead of replacing the client's lets both through.
+    both = [("X-Forwarded-User", "mallory"), ("X-Forwarded-User", "pat")]
+    assert await first_frame_or_close(service.ws, both) == (None, 4001)
+    assert value(service, "tasksync_auth_failures_total", reason="repeated_user_header") == 1
 
 
 async def test_user_header_from_anywhere_else_is_refused_unless_the_secret_matches(start_service):
