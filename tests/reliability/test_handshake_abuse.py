@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import statistics
 import time
@@ -103,12 +104,17 @@ class Abuser:
     def __init__(self, url: str) -> None:
         self.url = url
         self.replayed = 0
-        self.cut_off: list[tuple[int, str]] = []
+        self.cut_off = 0  # closes for replaying too much
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             async with connect(self.url, max_size=None) as ws:
-                epoch = msgspec.json.decode(await ws.recv())["epoch"]
+                try:
+                    epoch = msgspec.json.decode(await ws.recv())["epoch"]
+                except ConnectionClosed:
+                    # Refused at the handshake: the user's connection limit, while the socket
+                    # just closed is still being removed. Connect again.
+                    continue
                 reader = asyncio.create_task(self._count(ws))
                 resume = msgspec.json.encode({"type": "resume", "since": 0, "epoch": epoch}).decode()
                 try:
@@ -119,13 +125,14 @@ class Abuser:
                 except ConnectionClosed:
                     pass
                 reader.cancel()
-            if ws.close_code == 4029:
-                self.cut_off.append((ws.close_code, ws.close_reason))
+            if ws.close_code == 4029 and "replayed" in ws.close_reason:
+                self.cut_off += 1
 
     async def _count(self, ws: ClientConnection) -> None:
-        async for message in ws:
-            if b'"task_update"' in (message if isinstance(message, bytes) else message.encode()):
-                self.replayed += 1
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                if b'"task_update"' in (message if isinstance(message, bytes) else message.encode()):
+                    self.replayed += 1
 
 
 async def handshake_seconds(url: str) -> float:
@@ -169,9 +176,8 @@ async def test_resumes_are_charged_by_what_they_replay(dev_service, report):
     received = sum(abuser.replayed for abuser in abusers)
     assert replayed_by_server <= budget, (replayed_by_server, budget)
     assert received <= budget, (received, budget)
-    reasons = {reason for abuser in abusers for _, reason in abuser.cut_off}
-    assert all("replay" in reason for reason in reasons), reasons
-    assert value(dev_service, "tasksync_rate_limited_total", direction="replay") >= len(abusers)
+    cut_off = sum(abuser.cut_off for abuser in abusers)
+    assert value(dev_service, "tasksync_rate_limited_total", direction="replay") >= cut_off >= len(abusers)
     # A liveness guard, not a performance figure: the bystander was served throughout.
     assert max(during) < 10, during
     report.record(
@@ -179,8 +185,6 @@ async def test_resumes_are_charged_by_what_they_replay(dev_service, report):
         **{
             "load held": f"{len(abusers)} abusive sockets for {elapsed:.1f}s",
             "inputs tried": f"{received} events replayed to the abuser (budget {budget:.0f})",
-            "events lost": 0,
-            "cross-user frames": 0,
             "notes": f"bystander handshake median {statistics.median(before) * 1000:.0f} ms before, "
             f"{statistics.median(during) * 1000:.0f} ms during the attack (max {max(during) * 1000:.0f} ms)",
         },
