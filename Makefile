@@ -4,7 +4,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: demo test venv bench soak
+.PHONY: demo test venv bench soak image image-archive
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,11 @@ bench: venv
 # The reliability suite's long soak (minutes, not CI's seconds).
 soak: venv
 	TASKSYNC_SOAK_SECONDS=$${TASKSYNC_SOAK_SECONDS:-300} $(VENV)/bin/python -m pytest tests/reliability/test_soak.py -s
+
+# The container image ghcr.io/tasksync/tasksync:<version> (Containerfile), built with podman, also
+# on a machine with no container registry (docs/operations.md, "Building the image");
+# image-archive also saves it as an OCI archive for containerd and prints where.
+image: venv
+	bash scripts/image/build.sh
+image-archive: venv
+	bash scripts/image/build.sh --oci-archive

@@ -20,3 +20,6 @@ bash scripts/ensure-web-deps.sh --browser
 bash scripts/ensure-kube.sh >/dev/null
 # helm (built from source, cached), promtool and prometheus for the chart tests.
 bash scripts/ensure-chart-tools.sh >/dev/null
+# The container image for tests/image/ (podman, and on a machine with no registry a Debian base
+# bootstrapped with mmdebstrap: minutes once, cached; seconds when nothing changed).
+bash scripts/image/build.sh >/dev/null
