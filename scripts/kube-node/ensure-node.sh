@@ -8,22 +8,25 @@
 #   test images       OCI archives of two static C programs, built here with gcc into
 #                     ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/kube-node/: the pod sandbox's pause
 #                     process and a tiny HTTP server for the smoke test.
+#   coredns           the cluster's DNS, built from the wrapper module in coredns/ (a few
+#                     plugins only) into ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/bin/.
 #
-# Idempotent and cheap once done: packages are installed only when missing, and the images are
-# rebuilt only when their sources change (stamped with a hash of them).
+# Idempotent and cheap once done: packages are installed only when missing, and the images and
+# CoreDNS are rebuilt only when their sources change (stamped with a hash of them).
 #
 # Output: progress on stderr, then KEY=VALUE lines on stdout that the cluster fixture parses:
-#   CONTAINERD, CTR, RUNC, CNI_BIN_DIR,
+#   CONTAINERD, CTR, RUNC, CNI_BIN_DIR, COREDNS,
 #   PAUSE_IMAGE, PAUSE_IMAGE_ARCHIVE, HELLO_IMAGE, HELLO_IMAGE_ARCHIVE
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/kube-node"
+bin="${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/bin"
 cni_bin_dir=/usr/lib/cni
 cni_plugins=(bridge host-local loopback portmap)
 pause_image=localhost/tasksync/pause:1
 hello_image=localhost/tasksync/hello-http:1
-mkdir -p "$cache"
+mkdir -p "$cache" "$bin"
 
 log() { echo "ensure-node: $*" >&2; }
 
@@ -76,12 +79,41 @@ ensure_images() {
     echo "$want" >"$stamp"
 }
 
+ensure_coredns() {
+    local module="$here/coredns" target="$bin/coredns"
+    local want
+    want="$(cat "$module/go.mod" "$module/go.sum" "$module/main.go" | sha256sum | cut -d' ' -f1)"
+    if [ -x "$target" ] && [ "$(cat "$target.stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    exec 7>"$bin/.coredns.lock"
+    flock 7
+    if [ -x "$target" ] && [ "$(cat "$target.stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    command -v go >/dev/null 2>&1 || { log "Go is required to build CoreDNS"; exit 1; }
+    local version
+    version="$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" { print $3 }' "$module/go.mod")"
+    log "building CoreDNS $version into $bin (first run only; takes a few minutes)"
+    local started=$SECONDS
+    (
+        cd "$module"
+        GOFLAGS="${GOFLAGS:--p=2}" CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" \
+            -o "$target.tmp" .
+    )
+    mv "$target.tmp" "$target"
+    echo "$want" >"$target.stamp"
+    log "built CoreDNS in $((SECONDS - started))s"
+}
+
 ensure_packages
 ensure_images
+ensure_coredns
 echo "CONTAINERD=$(command -v containerd)"
 echo "CTR=$(command -v ctr)"
 echo "RUNC=$(command -v runc)"
 echo "CNI_BIN_DIR=$cni_bin_dir"
+echo "COREDNS=$bin/coredns"
 echo "PAUSE_IMAGE=$pause_image"
 echo "PAUSE_IMAGE_ARCHIVE=$cache/pause.oci.tar"
 echo "HELLO_IMAGE=$hello_image"

@@ -13,6 +13,7 @@ import yaml
 from tests.cluster.host import PodNetwork
 
 NODE_NAME = "tasksync-node"
+CLUSTER_DOMAIN = "cluster.local"
 # The name the conflist gives the pod network (host-local keeps its leases under it).
 NETWORK_NAME = "tasksync-pods"
 
@@ -153,8 +154,8 @@ class KubeletPorts:
 
 
 def kubelet_config(layout: NodeLayout, network: PodNetwork, *, ports: KubeletPorts, client_ca: Path) -> Path:
-    # Pods get a resolv.conf without a nameserver: the cluster runs no DNS, and a pod must not
-    # ask the machine's resolver (outside this machine) for anything.
+    # The cluster's DNS (CoreDNS on the node address) is the pods' only nameserver: the host's
+    # resolv.conf, which pods would inherit, names a resolver outside this machine.
     resolv_conf = layout.state_dir / "resolv.conf"
     resolv_conf.write_text("")
     config = {
@@ -175,7 +176,8 @@ def kubelet_config(layout: NodeLayout, network: PodNetwork, *, ports: KubeletPor
         "podLogsDir": str(layout.pod_logs_dir),
         "volumePluginDir": str(layout.kubelet_dir / "volume-plugins"),
         "resolvConf": str(resolv_conf),
-        "clusterDomain": "cluster.local",
+        "clusterDomain": CLUSTER_DOMAIN,
+        "clusterDNS": [network.node_ip],
         "authentication": {
             "anonymous": {"enabled": False},
             "webhook": {"enabled": True},
@@ -226,4 +228,29 @@ def kube_proxy_config(state_dir: Path, network: PodNetwork, *, kubeconfig: Path,
     }
     path = state_dir / "kube-proxy.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# The ClusterRole CoreDNS's kubernetes plugin needs (the rules of CoreDNS's own deployment).
+DNS_RULES = [
+    {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+]
+
+
+def corefile(state_dir: Path, network: PodNetwork, *, kubeconfig: Path, ready_port: int) -> Path:
+    """The cluster's DNS: Service and pod names from the API, on the node address only, and no
+    forwarding, so a name outside the cluster fails here instead of leaving the machine."""
+    path = state_dir / "Corefile"
+    path.write_text(
+        f""".:53 {{
+    bind {network.node_ip}
+    ready 127.0.0.1:{ready_port}
+    errors
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+    }}
+}}
+"""
+    )
     return path

@@ -1,8 +1,8 @@
 """A real single-node Kubernetes cluster on this machine, for tests that need pods to run.
 
 `KubeCluster` starts, under one state directory: etcd, kube-apiserver, kube-controller-manager
-and kube-scheduler (the control plane), then containerd, the kubelet and kube-proxy (the node),
-all v1.34 binaries from scripts/ensure-kube.sh, authenticated with client certificates from one
+and kube-scheduler (the control plane), CoreDNS, then containerd, the kubelet and kube-proxy (the
+node), all built or installed by scripts/ensure-kube.sh, authenticated with client certificates from one
 throwaway CA (tests/cluster/pki.py). The node's network is a bridge at 172.31.253.1 that keeps
 pod traffic inside the machine (tests/cluster/host.py); images are imported, never pulled.
 
@@ -85,7 +85,8 @@ class KubeCluster:
         pki = ClusterPki(self.state_dir / "pki")
         server = f"https://{self.network.node_ip}:{free_port()}"
         self._start_control_plane(pki, server)
-        self.timings["control plane ready"] = time.monotonic() - began
+        self._start_dns(pki, server)
+        self.timings["control plane and DNS ready"] = time.monotonic() - began
         self._start_node(pki, server)
         self.timings["node ready"] = time.monotonic() - began
         self._wait(self._default_service_account_ready, 120, "the default ServiceAccount and CA bundle")
@@ -171,6 +172,28 @@ class KubeCluster:
                 *extra,
             ])
             self._wait(lambda port=port: _https_ok(f"https://127.0.0.1:{port}/healthz"), 120, f"{name} /healthz")
+
+    def _start_dns(self, pki: ClusterPki, server: str) -> None:
+        assert self.api is not None
+        identity = Identity("tasksync-test-dns")
+        self.api.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            {"metadata": {"name": "tasksync-test-dns"}, "rules": components.DNS_RULES},
+        )
+        self.api.create(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            {
+                "metadata": {"name": "tasksync-test-dns"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tasksync-test-dns"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": identity.user}],
+            },
+        )
+        ready_port = free_port()
+        corefile = components.corefile(
+            self.state_dir, self.network, kubeconfig=pki.kubeconfig("dns", server, identity), ready_port=ready_port
+        )
+        self._spawn("coredns", [self.binaries["COREDNS"], f"-conf={corefile}"])
+        self._wait(lambda: _http_ok(f"http://127.0.0.1:{ready_port}/ready"), 120, "CoreDNS /ready")
 
     def _start_node(self, pki: ClusterPki, server: str) -> None:
         layout = self.layout
@@ -295,7 +318,7 @@ class KubeCluster:
                 )
             if self._running("containerd"):
                 self._remove_containers()
-            self._terminate("containerd", "kube-apiserver", "etcd")
+            self._terminate("containerd", "coredns", "kube-apiserver", "etcd")
         finally:
             if self.api is not None:
                 self.api.close()

@@ -1,9 +1,13 @@
 """The test cluster works as a cluster: pods run on the node, the scheduler places a Deployment's
-pods, and kube-proxy routes a ClusterIP Service from the host and a NodePort on 127.0.0.1."""
+pods, kube-proxy routes a ClusterIP Service from the host and a NodePort on 127.0.0.1, and the
+cluster DNS names Services (and nothing outside the cluster)."""
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
+import socket
+import struct
 import time
 from typing import Any
 
@@ -163,3 +167,55 @@ def test_a_node_port_answers_on_loopback(
 
     body = wait_until(answer, timeout=60, interval=0.1, what=f"an answer on 127.0.0.1:{node_port}")
     assert body.strip().removeprefix("hello from ") in names
+
+
+def skip_name(packet: bytes, offset: int) -> int:
+    """The offset just past a DNS name: labels up to the root, or up to a compression pointer."""
+    while packet[offset]:
+        if packet[offset] & 0xC0 == 0xC0:
+            return offset + 2
+        offset += 1 + packet[offset]
+    return offset + 1
+
+
+def query_a(server: str, name: str) -> tuple[int, list[str]]:
+    """Ask a DNS server for the A records of `name` over UDP: (response code, addresses)."""
+    query_id = secrets.randbelow(1 << 16)
+    question = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+    packet = struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(packet, (server, 53))
+        answer = sock.recv(4096)
+    answer_id, flags, _, answer_count = struct.unpack("!HHHH", answer[:8])
+    assert answer_id == query_id
+    offset = 12 + len(question) + 4
+    addresses = []
+    for _ in range(answer_count):
+        offset = skip_name(answer, offset)
+        kind, _, _, length = struct.unpack("!HHIH", answer[offset : offset + 10])
+        offset += 10
+        if kind == 1:
+            addresses.append(socket.inet_ntoa(answer[offset : offset + length]))
+        offset += length
+    return flags & 0xF, addresses
+
+
+def test_the_cluster_dns_names_services_and_only_them(kube_cluster: KubeCluster, namespace: str) -> None:
+    service = api(kube_cluster).create(
+        f"/api/v1/namespaces/{namespace}/services",
+        {"metadata": {"name": "named"}, "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]}},
+    )
+    dns = kube_cluster.network.node_ip
+
+    def resolved() -> list[str]:
+        return query_a(dns, f"named.{namespace}.svc.cluster.local")[1]
+
+    # CoreDNS learns of the Service through its watch, within a moment.
+    assert wait_until(resolved, timeout=30, what="the Service's name in the cluster DNS") == [
+        service["spec"]["clusterIP"]
+    ]
+    assert query_a(dns, "kubernetes.default.svc.cluster.local")[1] == [kube_cluster.network.kubernetes_service_ip]
+    # No forwarding: a name outside the cluster gets no answer from here (REFUSED or SERVFAIL).
+    code, addresses = query_a(dns, "example.com")
+    assert (code, addresses) != (0, []) and not addresses
