@@ -89,12 +89,16 @@ def test_image_declares_a_numeric_non_root_user_its_version_and_fits_the_budget(
     assert size <= IMAGE_BUDGET_BYTES, f"{image} is {size / 1e6:.1f} MB, over the budget of 250 MB"
 
 
-def test_service_runs_as_pid_1_and_the_charts_user_on_a_read_only_root(containers):
+def test_service_runs_as_pid_1_and_the_charts_user_without_privileges_on_a_read_only_root(containers):
     service = containers.serve(chart_environment())
     pod_security = chart_values()["podSecurityContext"]
     status = proc_status(service.host_pid())
     assert status["Uid"] == [str(pod_security["runAsUser"])] * 4
     assert status["Gid"] == [str(pod_security["runAsGroup"])] * 4
+    # capabilities: drop ALL, allowPrivilegeEscalation: false, seccompProfile: RuntimeDefault.
+    assert status["CapEff"] == status["CapPrm"] == status["CapBnd"] == ["0000000000000000"]
+    assert status["NoNewPrivs"] == ["1"]
+    assert status["Seccomp"] == ["2"]
     # The container's PID 1 is the service itself (exec form, no shell), so SIGTERM reaches it.
     assert status["NSpid"][-1] == "1"
     assert Path(f"/proc/{service.host_pid()}/cmdline").read_bytes().split(b"\0")[1:3] == [
