@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .broker import Delivery
 from .metrics import Metrics
-from .protocol import CLOSE_TRY_AGAIN_LATER, Ping, encode, text_frame, utc_now_iso
+from .protocol import CLOSE_TRY_AGAIN_LATER, Ping, ResyncRequired, encode, text_frame, utc_now_iso
 from .ratelimit import BucketsByKey
 
 
@@ -124,15 +124,32 @@ class Connection:
         return self._replaying
 
     def enqueue(self, delivery: Delivery) -> bool:
+        """Queue a live delivery; False if the outbox is full. A delivery that does not follow
+        the stream's last one (another epoch, or a gap) is announced with `resync_required`."""
         if self._replaying:
             self._held.append(delivery)
             return True
         if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
             return True  # already queued or sent
+        jump = delivery.seq != self.last_queued_seq + 1 or delivery.epoch != self.epoch
+        if jump and not self._resync_before(delivery):
+            return False
         if not self.offer(delivery):
             return False
         self.last_queued_seq = delivery.seq
         return True
+
+    def _resync_before(self, delivery: Delivery) -> bool:
+        """The client cannot go on to `delivery` without missing events: Redis lost its data and
+        started a new epoch, or history no longer held what a gap hid. Tell it to refetch, at the
+        offset just before this delivery, from where the stream goes on without a gap. Deliveries
+        still queued are dropped: the refetch covers them, and the stream's position stays one a
+        server-side catch-up can resume (`last_taken_seq` in `epoch`). False if the outbox is full."""
+        reason = "epoch_changed" if delivery.epoch != self.epoch else "history_gap"
+        self.outbox.drop_deliveries()
+        self.epoch = delivery.epoch
+        self.last_taken_seq = self.last_queued_seq = delivery.seq - 1
+        return self.offer(encode(ResyncRequired(reason=reason, seq=delivery.seq - 1, epoch=delivery.epoch)))
 
     def offer(self, item: OutboxItem) -> bool:
         """Queue a frame, then write what the transport takes at once and leave the rest to a
@@ -155,8 +172,8 @@ class Connection:
             or self._writer is not None
         ):
             return False
-        if delivery.seq <= self.last_queued_seq and delivery.epoch == self.epoch:
-            return False  # already queued or sent: `enqueue` drops it
+        if delivery.seq != self.last_queued_seq + 1 or delivery.epoch != self.epoch:
+            return False  # already queued or sent, or a jump: `enqueue` drops or announces it
         if not self.send_now(delivery.frame, wire):
             return False
         self.last_taken_seq = self.last_queued_seq = delivery.seq
@@ -188,11 +205,13 @@ class Connection:
         return writer
 
     def end_replay(self, replayed_up_to: int) -> bool:
-        """Release held live deliveries newer than the replay; False if the outbox overflowed."""
+        """Release held live deliveries newer than the replay; False if the outbox overflowed.
+        Held deliveries of another epoch than the one the replay's read found were handed over
+        before that read: they belong to the epoch it replaced, and are dropped."""
         self._replaying = False
         self.last_queued_seq = replayed_up_to
         held, self._held = self._held, []
-        return all(self.enqueue(d) for d in held if d.seq > replayed_up_to)
+        return all(self.enqueue(d) for d in held if d.epoch == self.epoch and d.seq > replayed_up_to)
 
     def begin_replay(self) -> None:
         """Enter replay mode for a mid-connection resume. Queued deliveries are dropped: the

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from tasksync.broker import Delivery
 from tasksync.hub import CloseRequest, Connection, Hub, Outbox
 from tasksync.metrics import Metrics
+from tasksync.protocol import ResyncRequired, ServerFrame
 
 
-def delivery(user: str, seq: int) -> Delivery:
-    return Delivery(user_id=user, seq=seq, epoch="m", frame=f"frame-{seq}", event_id=str(seq), received_ns=1)
+EPOCH = "m"
+
+
+def delivery(user: str, seq: int, epoch: str = EPOCH) -> Delivery:
+    return Delivery(user_id=user, seq=seq, epoch=epoch, frame=f"frame-{seq}", event_id=str(seq), received_ns=1)
 
 
 def drained(conn: Connection) -> list:
@@ -20,8 +26,15 @@ def drained(conn: Connection) -> list:
     return items
 
 
-def live(user: str, size: int = 10) -> Connection:
+def opening(user: str, size: int = 10) -> Connection:
+    """A connection whose stream is being opened in EPOCH (as `open_stream` sets it)."""
     conn = Connection(user, size)
+    conn.epoch = EPOCH
+    return conn
+
+
+def live(user: str, size: int = 10) -> Connection:
+    conn = opening(user, size)
     conn.end_replay(0)
     return conn
 
@@ -63,7 +76,7 @@ def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
 
 
 def test_live_deliveries_wait_behind_a_replay_and_skip_what_it_covered():
-    conn = Connection("a", 10)
+    conn = opening("a")
     for seq in (3, 4, 5):
         conn.enqueue(delivery("a", seq))
     assert drained(conn) == []
@@ -133,7 +146,7 @@ class FakeTransport:
 
 
 async def test_frames_the_transport_takes_need_no_writer():
-    hub, conn, transport = Hub(Metrics()), Connection("a", 10), FakeTransport()
+    hub, conn, transport = Hub(Metrics()), opening("a"), FakeTransport()
     transport.attach(conn)
     hub.add(conn)
     conn.offer("connected")  # while replaying: control frames still go out at once
@@ -190,3 +203,58 @@ def test_outbound_limit_defers_the_user_until_a_catch_up_and_says_when():
     assert [d.seq for d in drained(conn)] == [1, 2]
     assert hub.deferred == {"a"}
     assert told == [("a", 0.5)]  # told once, with the wait for the next token
+
+
+def resync_notice(item) -> ResyncRequired:
+    assert isinstance(item, str), f"expected a resync_required frame, got {item!r}"
+    frame = msgspec.json.decode(item, type=ServerFrame)
+    assert isinstance(frame, ResyncRequired), frame
+    return frame
+
+
+async def test_a_delivery_of_a_new_epoch_is_announced_with_resync_required_then_the_stream_goes_on_in_it():
+    hub, conn, transport = Hub(Metrics()), live("a"), FakeTransport()
+    transport.attach(conn)
+    hub.add(conn)
+    for seq in (1, 2):
+        hub.deliver(delivery("a", seq))
+    # Redis lost its data: the broker hands over the new epoch from its first event.
+    for seq in (1, 2):
+        hub.deliver(delivery("a", seq, epoch="r2"))
+    hub.deliver(delivery("a", 2, epoch="r2"))  # a repeat, as after a catch-up
+    sent = transport.written + [getattr(item, "frame", item) for item in drained(conn)]
+    assert sent[:2] == [delivery("a", 1).frame, delivery("a", 2).frame]
+    assert resync_notice(sent[2]) == ResyncRequired(reason="epoch_changed", seq=0, epoch="r2")
+    assert sent[3:] == [delivery("a", 1, "r2").frame, delivery("a", 2, "r2").frame]
+    assert (conn.epoch, conn.last_queued_seq) == ("r2", 2)
+
+
+def test_a_gap_is_announced_with_resync_required_at_the_offset_before_the_next_delivery():
+    conn = live("a")
+    conn.enqueue(delivery("a", 1))
+    assert [d.seq for d in drained(conn)] == [1]
+    for seq in (4, 5):
+        conn.enqueue(delivery("a", seq))
+    items = drained(conn)
+    assert resync_notice(items[0]) == ResyncRequired(reason="history_gap", seq=3, epoch=EPOCH)
+    assert [d.seq for d in items[1:]] == [4, 5]
+
+
+def test_deliveries_queued_in_the_old_epoch_give_way_to_the_resync_notice():
+    conn = live("a")
+    for seq in (1, 2):
+        conn.enqueue(delivery("a", seq))  # queued, not yet written
+    conn.enqueue(delivery("a", 1, epoch="r2"))
+    items = drained(conn)
+    assert resync_notice(items[0]).epoch == "r2" and [(d.epoch, d.seq) for d in items[1:]] == [("r2", 1)]
+    # A server-side catch-up (outbound limit) resumes from here, in the new epoch.
+    assert (conn.last_taken_seq, conn.epoch) == (0, "r2")
+
+
+def test_a_replay_in_a_new_epoch_drops_held_deliveries_of_the_old_one():
+    conn = Connection("a", 10)
+    conn.enqueue(delivery("a", 9, epoch="old"))  # handed over before the replay's read
+    conn.enqueue(delivery("a", 4, epoch="new"))
+    conn.epoch = "new"  # what the replay's read found
+    assert conn.end_replay(replayed_up_to=3)
+    assert [(d.epoch, d.seq) for d in drained(conn)] == [("new", 4)]
