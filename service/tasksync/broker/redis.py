@@ -3,7 +3,8 @@
 Data model (one Redis, or Sentinel; not Redis Cluster: the publish script touches a global key):
 
 - `{prefix}:epoch`: the epoch string, created once. If Redis loses its data the key is gone, a
-  new epoch is created, and every client that resumes is told to resync.
+  new epoch is created, and every client is told to resync: on resuming, or on its live socket
+  when the first event of the new epoch reaches it (see `_catch_up`).
 - `{prefix}:seq:{user}`: the user's last offset (INCR). Never expires, so offsets never repeat
   within an epoch.
 - `{prefix}:history:{user}`: a Redis Stream whose entry ids are `<seq>-0`, so a replay is one
@@ -15,12 +16,16 @@ Data model (one Redis, or Sentinel; not Redis Cluster: the publish script touche
   holds connections of.
 
 All of a publish happens in one Lua script, so no replica ever sees a half-stored event.
+
+Pub/sub is not durable: a message sent while the listener's connection is down is gone. History
+is: whenever a user's channel may have missed something, a catch-up reads it from the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -35,6 +40,13 @@ from ..protocol import encode_task_update
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
 
 log = logging.getLogger("tasksync.broker.redis")
+
+# The first wait before the listener reconnects or a failed catch-up is tried again; each
+# failure doubles it, up to the broker's `reconnect_max_delay`.
+FIRST_RETRY_DELAY = 0.1
+# Catch-ups read history this many users at a time: a reconnect with thousands of users watched
+# is caught up in a few hundred round trips, with at most this many Redis connections busy.
+CATCH_UP_BATCH = 32
 
 # KEYS: epoch, seq, history, dedupe. ARGV: candidate epoch, dedupe ms, history size,
 # history ttl ms, event json, now ms, channel.
@@ -127,6 +139,14 @@ class RedisBroker(Broker):
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         # Per user, the newest (epoch, seq) handed to the hub: later messages continue from here.
         self._delivered: dict[str, tuple[str, int]] = {}
+        # Users whose channel may have missed events, with the loop time at which their catch-up
+        # from history is next due. A user leaves only when a catch-up succeeds or it is no
+        # longer watched, so no gap is forgotten however often Redis refuses the read.
+        self._catch_ups_due: dict[str, float] = {}
+        # Users whose last catch-up failed: the wait after their next failure.
+        self._catch_up_backoff: dict[str, float] = {}
+        self._catch_ups_changed = asyncio.Event()
+        self._catcher: asyncio.Task[None] | None = None
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -145,12 +165,14 @@ class RedisBroker(Broker):
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_forever())
+        self._catcher = asyncio.create_task(self._catch_up_forever())
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+        for task in (self._listener, self._catcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
 
@@ -262,6 +284,8 @@ class RedisBroker(Broker):
             if not wanted:
                 self._subscribed.discard(user_id)
                 self._delivered.pop(user_id, None)
+                self._catch_ups_due.pop(user_id, None)
+                self._catch_up_backoff.pop(user_id, None)
                 if self._listening.is_set():
                     with contextlib.suppress(RedisError, OSError):
                         await self._pubsub.unsubscribe(channel)
@@ -288,11 +312,11 @@ class RedisBroker(Broker):
                 self._confirmations.pop(channel, None)
 
     async def _listen_forever(self) -> None:
-        delay = 0.1
+        delay = FIRST_RETRY_DELAY
         while True:
             try:
                 await self._listen_once()
-                delay = 0.1
+                delay = FIRST_RETRY_DELAY
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -327,15 +351,10 @@ class RedisBroker(Broker):
                 elif (confirmed := self._confirmations.get(channel)) is not None and not confirmed.done():
                     confirmed.set_result(None)
                 else:
-                    await self._catch_up(channel.removeprefix(f"{self.prefix}:user:"))
+                    # The channel was down, so pub/sub may have dropped some of its events.
+                    self._owe_catch_up(channel.removeprefix(f"{self.prefix}:user:"))
             elif kind == "message":
                 await self._on_message(message["data"])
-
-    async def _catch_up(self, user_id: str) -> None:
-        """A channel just became live: deliver what was published while it was not."""
-        known = self._delivered.get(user_id)
-        if known is not None:
-            await self._fill_gap(user_id, known[0], known[1])
 
     async def _on_message(self, data: bytes) -> None:
         seq_text, epoch_b, sent_ms, stored = data.split(b" ", 3)
@@ -345,27 +364,87 @@ class RedisBroker(Broker):
         if user_id not in self._subscribed:
             return
         known = self._delivered.get(user_id)
-        if known is not None and known[0] == epoch:
-            if seq <= known[1]:
-                return  # already delivered by a catch-up
-            if seq > known[1] + 1:
-                await self._fill_gap(user_id, epoch, known[1])
-                if seq <= self._delivered[user_id][1]:
-                    return
+        if known is not None and (epoch, seq) != (known[0], known[1] + 1):
+            if epoch != known[0] or seq > known[1]:
+                # A gap, or an epoch not yet read from Redis. History already holds this event
+                # (the script stores before it publishes) and whatever the gap hides, so the
+                # catch-up, which reads after this moment, delivers it in order.
+                self._owe_catch_up(user_id)
+            return  # otherwise already delivered by a catch-up
         # Convert the publisher's wall-clock ingest time to this process's monotonic clock, so
         # latency is measured from ingest on whichever replica it happened.
         received_ns = time.monotonic_ns() - max(0, time.time_ns() - int(sent_ms) * 1_000_000)
         self._delivered[user_id] = (epoch, seq)
         self._emit(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, received_ns))
 
-    async def _fill_gap(self, user_id: str, epoch: str, after: int) -> None:
+    # -- catch-ups -------------------------------------------------------------------------
+
+    def _owe_catch_up(self, user_id: str) -> None:
+        """Schedule a catch-up of the user from history: now, unless one is already waiting out
+        a backoff (it reads everything missed so far when it runs)."""
+        if user_id not in self._catch_ups_due:
+            self._catch_ups_due[user_id] = 0.0
+            self._catch_ups_changed.set()
+
+    async def _catch_up_forever(self) -> None:
+        """Run due catch-ups a batch at a time, off the listener (which goes on delivering every
+        other user meanwhile). Each user's catch-up is independent: one that fails is tried
+        again after its own backoff, and the others go on."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._catch_ups_changed.clear()
+            now = loop.time()
+            batch = list(itertools.islice((u for u, due in self._catch_ups_due.items() if due <= now), CATCH_UP_BATCH))
+            if not batch:
+                next_due = min(self._catch_ups_due.values(), default=None)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(next_due):
+                        await self._catch_ups_changed.wait()
+                continue
+            for user_id in batch:
+                # Taken off before the read: a message that needs a catch-up while it runs
+                # schedules another, which then reads what this one may have missed.
+                del self._catch_ups_due[user_id]
+            failures = [f for f in await asyncio.gather(*(self._try_catch_up(u) for u in batch)) if f is not None]
+            if failures:
+                log.warning(
+                    "catch-up from history failed for %d of %d users (%s); each is retried after its backoff",
+                    len(failures), len(batch), failures[0],
+                )
+
+    async def _try_catch_up(self, user_id: str) -> Exception | None:
+        """Catch the user up; on failure schedule the next try and return the error."""
         try:
-            current_epoch, _, entries = await self._read_state(user_id, after + 1)
-        except BrokerUnavailable:
+            await self._catch_up(user_id)
+        except Exception as error:  # whatever failed, dropping the catch-up would lose events
+            if user_id in self._subscribed:
+                backoff = self._catch_up_backoff.get(user_id, FIRST_RETRY_DELAY)
+                self._catch_up_backoff[user_id] = min(backoff * 2, self.reconnect_max_delay)
+                self._catch_ups_due[user_id] = asyncio.get_running_loop().time() + backoff
+            return error
+        self._catch_up_backoff.pop(user_id, None)
+        return None
+
+    async def _catch_up(self, user_id: str) -> None:
+        """Deliver from history every event after the newest one the hub was given. When Redis
+        has another epoch (it lost its data), the user's stream starts over: every event of the
+        new epoch still held, from the first, and each of the user's connections announces the
+        epoch change to its client with `resync_required` before the first of them (see
+        `Connection.enqueue`). Raises BrokerUnavailable."""
+        known = self._delivered.get(user_id)
+        if known is None:
             return
+        epoch, after = known
+        current_epoch, _, entries = await self._read_state(user_id, after + 1)
         if current_epoch != epoch:
-            return
+            _, _, entries = await self._read_state(user_id, 1)
         for delivery in self._entries_to_deliveries(user_id, entries):
-            if delivery.seq > after:
-                self._delivered[user_id] = (epoch, delivery.seq)
-                self._emit(delivery)
+            # Live messages may have moved the user on while history was read, or the user may
+            # be unwatched by now: hand on only what follows the newest delivered.
+            known = self._delivered.get(user_id)
+            if known is None:
+                return
+            if delivery.epoch == known[0] and delivery.seq <= known[1]:
+                continue
+            self._delivered[user_id] = (delivery.epoch, delivery.seq)
+            self._emit(delivery)
