@@ -1,7 +1,8 @@
 """A real redis-server (Debian's package) on a free loopback port, with its own data directory.
 
-Persistence is on (AOF, fsync always) so a stop and start keeps offsets and history, the way
-TaskSync's docs ask production Redis to be run.
+Persistence is on by default (AOF, fsync always) so a stop and start keeps offsets and history,
+the way TaskSync's docs ask production Redis to be run. `persistent=False` runs it with no
+persistence at all, so a restart comes back empty, as a cache-only Redis would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tasksync-redis-")))
     process: subprocess.Popen[bytes] | None = None
+    persistent: bool = True
 
     @property
     def url(self) -> str:
@@ -37,8 +39,7 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
+                *(("--appendonly", "yes", "--appendfsync", "always") if self.persistent else ("--appendonly", "no")),
                 "--save", "",
                 "--protected-mode", "no",
             ],
@@ -55,7 +56,8 @@ class RedisServer:
             return False
 
     def restart(self) -> RedisServer:
-        """Start again on the same port and data directory, as a restarted pod would."""
+        """Start again on the same port and data directory, as a restarted pod would (empty
+        without persistence)."""
         return self.start()
 
     def stop(self) -> None:

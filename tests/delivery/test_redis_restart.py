@@ -1,0 +1,287 @@
+"""Redis restarted under a steady publish stream, with live tabs on two replicas.
+
+Two replicas, because what a restart breaks is each replica's pub/sub listener: while it
+reconnects, events ingested by either replica reach no tab of that replica, and only a catch-up
+from Redis' history can deliver them. Every tab stays connected throughout (none reconnects), so
+the promise is checked on the live socket: every event, or `resync_required`.
+
+The publisher stops shortly after the restart, so the last events it had acknowledged were
+published while the listeners were still reconnecting and no later event exposes their gap.
+
+The last test holds the broker's catch-up still, in one event loop on a real Redis: a catch-up
+whose history read keeps failing is retried until it succeeds, and holds up no other user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+
+from tasksync.broker import BrokerUnavailable
+from tasksync.broker.redis import RedisBroker
+from tasksync.client import SyncClient
+from tasksync.events import TaskEvent
+from tasksync.protocol import ResyncRequired, TaskUpdate
+from tests.support.publishing import RetryingPublisher
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
+
+USERS = ("ann", "ben")
+# Events acknowledged before Redis goes down, and after it is back (then publishing stops).
+BEFORE_OUTAGE = 20
+AFTER_RESTART = 10
+# The outage lasts until the stream has been refused this often (it certainly falls inside the
+# stream), and until each replica's pub/sub listener has failed to reconnect this often: it logs
+# LISTENER_FAILED each time and then waits 0.1 s, 0.2 s, ... twice as long as before, so after
+# the sixth it waits 3.2 s, and the events published after the restart all land in that wait.
+OUTAGE_REFUSALS = 5
+LISTENER_FAILURES = 6
+LISTENER_FAILED = "redis pub/sub connection lost"
+PACE = 0.02
+
+
+@dataclass
+class Tab:
+    """One live tab: every task_update and resync_required it received, in order."""
+
+    user: str
+    replica: str
+    client: SyncClient
+    frames: list[TaskUpdate | ResyncRequired] = field(default_factory=list)
+
+    async def read(self) -> None:
+        while True:
+            frame = await self.client.receive()
+            if isinstance(frame, TaskUpdate | ResyncRequired):
+                self.frames.append(frame)
+
+    def numbers(self) -> list[int]:
+        return [frame.task["n"] for frame in self.frames if isinstance(frame, TaskUpdate)]
+
+    def notices(self) -> list[ResyncRequired]:
+        return [frame for frame in self.frames if isinstance(frame, ResyncRequired)]
+
+    def __str__(self) -> str:
+        return f"{self.user}'s tab on replica {self.replica}"
+
+
+@dataclass
+class Stream:
+    """Publishes events of USERS in turn at a steady pace, and records per user what was
+    acknowledged (202), split at the moment the restart began."""
+
+    publisher: RetryingPublisher
+    acknowledged: dict[str, list[int]] = field(default_factory=lambda: {user: [] for user in USERS})
+    acknowledged_after_restart: dict[str, list[int]] = field(default_factory=lambda: {user: [] for user in USERS})
+    restarting: bool = False
+    published: int = 0
+
+    async def publish(self, n: int) -> None:
+        user = USERS[n % len(USERS)]
+        await self.publisher.publish({"id": f"restart-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
+        self.acknowledged[user].append(n)
+        if self.restarting:
+            self.acknowledged_after_restart[user].append(n)
+        self.published += 1
+
+    @property
+    def count_after_restart(self) -> int:
+        return sum(map(len, self.acknowledged_after_restart.values()))
+
+    async def run(self) -> None:
+        """Publish until AFTER_RESTART events were acknowledged after the restart began."""
+        n = 0
+        while self.count_after_restart < AFTER_RESTART:
+            await self.publish(n)
+            n += 1
+            await asyncio.sleep(PACE)
+
+    async def markers(self, first: int) -> dict[str, int]:
+        """One more event per user once the stream has been delivered: anything still on its
+        way to a tab arrives before its marker."""
+        numbers = {}
+        for n in range(first, first + len(USERS)):
+            numbers[USERS[n % len(USERS)]] = n
+            await self.publish(n)
+        return numbers
+
+
+def received(tabs: list[Tab], wanted: dict[str, int]) -> bool:
+    """Whether every tab has received the event numbered `wanted[its user]`; says who has not."""
+    waiting = [f"{tab} ({len(tab.numbers())} events so far)" for tab in tabs if wanted[tab.user] not in tab.numbers()]
+    assert not waiting, "still waiting: " + ", ".join(waiting)
+    return True
+
+
+def assert_no_silent_gap(tab: Tab) -> None:
+    """What a client relies on: between resync notices, each update follows the one before by
+    exactly one seq in one epoch, from where `connected` or the notice put the stream."""
+    epoch, seq = tab.client.connected.epoch, tab.client.connected.seq
+    for frame in tab.frames:
+        if isinstance(frame, ResyncRequired):
+            epoch, seq = frame.epoch, frame.seq
+            continue
+        assert (frame.epoch, frame.seq) == (epoch, seq + 1), (
+            f"{tab}: after seq {seq} of epoch {epoch} came seq {frame.seq} of epoch {frame.epoch} "
+            "without resync_required"
+        )
+        seq = frame.seq
+
+
+async def restart_under_load(start_service, redis_server: RedisServer) -> tuple[list[Tab], Stream]:
+    """Tabs of every user on both replicas, a steady stream through both replicas' /v1/events,
+    Redis killed in the middle of it and started again; returns once every tab has received
+    its user's last acknowledged event, and then a marker."""
+    replicas = {name: start_service("--dev", "--broker", redis_server.url) for name in ("a", "b")}
+    tabs = [Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in USERS for name, replica in replicas.items()]
+    for tab in tabs:
+        await tab.client.connect()
+    readers = [asyncio.create_task(tab.read()) for tab in tabs]
+    stream = Stream(RetryingPublisher([replica.http for replica in replicas.values()]))
+    publishing = asyncio.create_task(stream.run())
+    try:
+        await eventually(lambda: stream.published >= BEFORE_OUTAGE, timeout=60, what="the stream under way")
+        await asyncio.to_thread(redis_server.kill)
+        refused = stream.publisher.retries
+        await eventually(lambda: stream.publisher.retries >= refused + OUTAGE_REFUSALS, timeout=60, what="the stream refused")
+        await eventually(
+            lambda: all(replica.log().count(LISTENER_FAILED) >= LISTENER_FAILURES for replica in replicas.values()),
+            timeout=60,
+            what="both replicas' listeners waiting to reconnect",
+        )
+        stream.restarting = True
+        await asyncio.to_thread(redis_server.restart)
+        await asyncio.wait_for(publishing, timeout=120)
+
+        last = {user: numbers[-1] for user, numbers in stream.acknowledged.items()}
+        await eventually(lambda: received(tabs, last), timeout=30, what="each user's last acknowledged event")
+        markers = await stream.markers(first=stream.published)
+        await eventually(lambda: received(tabs, markers), timeout=60, what="the markers")
+        for reader in readers:
+            assert not reader.done(), f"a tab's connection ended: {reader.exception()!r}"
+        assert all(tab.client.connections == 1 for tab in tabs), "a tab reconnected"
+        return tabs, stream
+    finally:
+        publishing.cancel()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(publishing, *readers, return_exceptions=True)
+        await stream.publisher.aclose()
+        for tab in tabs:
+            await tab.client.close()
+
+
+async def test_with_persistence_every_acknowledged_event_reaches_every_tab_once_in_order(start_service, redis_server):
+    tabs, stream = await restart_under_load(start_service, redis_server)
+    for tab in tabs:
+        assert tab.notices() == [], f"{tab} was told to resync though Redis kept its data"
+        assert_no_silent_gap(tab)
+        missing = sorted(set(stream.acknowledged[tab.user]) - set(tab.numbers()))
+        assert missing == [], f"{tab} never received {len(missing)} acknowledged events: {missing}"
+        assert tab.numbers() == stream.acknowledged[tab.user], f"{tab}: duplicates or out of order"
+    print(
+        f"{stream.published} events acknowledged, {stream.count_after_restart} after the restart; "
+        f"each of {len(tabs)} tabs received all of its user's, once, in order"
+    )
+
+
+@pytest.fixture
+def volatile_redis() -> Iterator[RedisServer]:
+    """A redis-server without persistence: a restart comes back empty."""
+    server = RedisServer(persistent=False).start()
+    yield server
+    server.cleanup()
+
+
+async def test_without_persistence_a_tab_gets_every_event_or_a_resync_then_every_event_after_it(
+    start_service, volatile_redis
+):
+    tabs, stream = await restart_under_load(start_service, volatile_redis)
+    for tab in tabs:
+        assert_no_silent_gap(tab)
+        notices = tab.notices()
+        if not notices:
+            assert tab.numbers() == stream.acknowledged[tab.user], f"{tab}: events silently missing"
+            continue
+        assert len(notices) == 1, f"{tab} was told to resync {len(notices)} times"
+        notice = notices[0]
+        assert notice.reason == "epoch_changed" and notice.epoch != tab.client.connected.epoch
+        at = tab.frames.index(notice)
+        before = [frame.task["n"] for frame in tab.frames[:at] if isinstance(frame, TaskUpdate)]
+        after = [frame.task["n"] for frame in tab.frames[at + 1 :] if isinstance(frame, TaskUpdate)]
+        acknowledged_before = [n for n in stream.acknowledged[tab.user] if n not in stream.acknowledged_after_restart[tab.user]]
+        # Before the notice: what Redis had published before it lost its data, in order, once.
+        assert before == acknowledged_before[: len(before)], f"{tab}: duplicates or out of order before the resync"
+        # After it: every event acknowledged since the restart, in order, once.
+        assert after == stream.acknowledged_after_restart[tab.user], (
+            f"{tab} missed {sorted(set(stream.acknowledged_after_restart[tab.user]) - set(after))} after its resync"
+        )
+        print(
+            f"{tab}: {len(before)} of {len(acknowledged_before)} events before the restart, then resync_required "
+            f"(seq {notice.seq}), then all {len(after)} acknowledged after it"
+        )
+
+
+async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_other_user(redis_server):
+    broker = RedisBroker(redis_server.url)
+    # What the hub was handed, and each refused history read, in the order they happened.
+    timeline: list[tuple[str, int | str]] = []
+    broker.set_sink(lambda delivery: timeline.append((delivery.user_id, delivery.seq)) or 1)
+    publisher = RedisBroker(redis_server.url)
+    await broker.start()
+    try:
+        await eventually(broker.ready, what="the pub/sub listener up")
+        for user in USERS:
+            await broker.watch(user)
+
+        # Pub/sub loses what is published now, as it does while a listener reconnects.
+        on_message, losing = broker._on_message, True
+
+        async def lossy(data: bytes) -> None:
+            if not losing:
+                await on_message(data)
+
+        broker._on_message = lossy
+        for n in range(3):
+            for user in USERS:
+                event = TaskEvent(id=f"lost-{user}-{n}", user_id=user, event="task.updated", task={"n": n}, occurred_at="t")
+                await publisher.publish(event)
+        losing = False
+
+        # ann's history reads are refused three times (as by a connection that died with the
+        # old Redis, or Redis still loading); ben's succeed.
+        read_state, refusals = broker._read_state, 3
+
+        async def refusing(user_id: str, first_wanted: int):
+            nonlocal refusals
+            if user_id == "ann" and refusals:
+                refusals -= 1
+                timeline.append(("ann", "refused"))
+                raise BrokerUnavailable("redis: refused by the test")
+            return await read_state(user_id, first_wanted)
+
+        broker._read_state = refusing
+        # Cut the listener's connection: it reconnects, and both users' channels need a catch-up.
+        with redis.Redis(port=redis_server.port) as admin:
+            admin.client_kill_filter(_type="pubsub")
+
+        def delivered(user: str) -> list[int]:
+            return [seq for who, seq in timeline if who == user and isinstance(seq, int)]
+
+        def ann_caught_up() -> bool:
+            assert delivered("ann") == [1, 2, 3], f"so far: {timeline}"
+            return True
+
+        await eventually(ann_caught_up, timeout=30, what="ann's catch-up")
+        assert refusals == 0
+        assert delivered("ben") == [1, 2, 3]
+        last_refusal = max(i for i, entry in enumerate(timeline) if entry == ("ann", "refused"))
+        assert timeline.index(("ben", 3)) < last_refusal, f"ben waited for ann's catch-up: {timeline}"
+        assert timeline.index(("ann", 1)) > last_refusal
+    finally:
+        await broker.stop()
+        await publisher.stop()
