@@ -8,6 +8,8 @@
 #   test images       OCI archives of two static C programs, built here with gcc into
 #                     ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/kube-node/: the pod sandbox's pause
 #                     process and a tiny HTTP server for the smoke test.
+#   redis image       Debian's redis-server with the libraries it links, packed the same way
+#                     (when redis-server is installed: the test dependencies install it).
 #   coredns           the cluster's DNS, built from the wrapper module in coredns/ (a few
 #                     plugins only) into ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/bin/.
 #
@@ -16,7 +18,8 @@
 #
 # Output: progress on stderr, then KEY=VALUE lines on stdout that the cluster fixture parses:
 #   CONTAINERD, CTR, RUNC, CNI_BIN_DIR, COREDNS,
-#   PAUSE_IMAGE, PAUSE_IMAGE_ARCHIVE, HELLO_IMAGE, HELLO_IMAGE_ARCHIVE
+#   PAUSE_IMAGE, PAUSE_IMAGE_ARCHIVE, HELLO_IMAGE, HELLO_IMAGE_ARCHIVE,
+#   REDIS_IMAGE, REDIS_IMAGE_ARCHIVE (empty without redis-server)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +29,7 @@ cni_bin_dir=/usr/lib/cni
 cni_plugins=(bridge host-local loopback portmap)
 pause_image=localhost/tasksync/pause:1
 hello_image=localhost/tasksync/hello-http:1
+redis_image=localhost/tasksync/redis:1
 mkdir -p "$cache" "$bin"
 
 log() { echo "ensure-node: $*" >&2; }
@@ -79,6 +83,31 @@ ensure_images() {
     echo "$want" >"$stamp"
 }
 
+# Debian's redis-server in an image of its own: the binary (named redis-server: it is
+# redis-check-rdb, and picks its role from argv[0]), the dynamic loader and every library ldd
+# lists, at their paths on this machine.
+ensure_redis_image() {
+    local server
+    server="$(readlink -f "$(command -v redis-server)")"
+    local libraries
+    mapfile -t libraries < <(ldd "$server" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+    local want
+    want="$(cat "$server" "${libraries[@]}" "$here/oci_image.py" | sha256sum | cut -d' ' -f1)"
+    local stamp="$cache/redis.stamp"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return
+    fi
+    exec 8>"$cache/.images.lock"
+    flock 8
+    log "packing Debian's redis-server into $cache/redis.oci.tar"
+    local files=("$server=/redis-server") library
+    for library in "${libraries[@]}"; do
+        files+=("$library=$library")
+    done
+    python3 "$here/oci_image.py" "$cache/redis.oci.tar" "$redis_image" /redis-server "${files[@]}"
+    echo "$want" >"$stamp"
+}
+
 ensure_coredns() {
     local module="$here/coredns" target="$bin/coredns"
     local want
@@ -109,6 +138,14 @@ ensure_coredns() {
 ensure_packages
 ensure_images
 ensure_coredns
+if command -v redis-server >/dev/null 2>&1; then
+    ensure_redis_image
+    echo "REDIS_IMAGE=$redis_image"
+    echo "REDIS_IMAGE_ARCHIVE=$cache/redis.oci.tar"
+else
+    echo "REDIS_IMAGE="
+    echo "REDIS_IMAGE_ARCHIVE="
+fi
 echo "CONTAINERD=$(command -v containerd)"
 echo "CTR=$(command -v ctr)"
 echo "RUNC=$(command -v runc)"

@@ -6,23 +6,46 @@ The start and pod timings are printed in pytest's closing summary."""
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.cluster.kube_cluster import ClusterBinaries, KubeCluster, ensure_cluster_binaries
 from tests.support.waiting import wait_until
 
+
+@dataclass(frozen=True)
+class TaskSyncImage:
+    """The image `make image-archive` builds: its name and its OCI archive."""
+
+    name: str
+    archive: str
+
+
 BINARIES = pytest.StashKey[ClusterBinaries]()
+TASKSYNC_IMAGE = pytest.StashKey[TaskSyncImage]()
 TIMINGS = pytest.StashKey[dict[str, float]]()
+BUILD_IMAGE = Path(__file__).resolve().parents[2] / "scripts" / "image" / "build.sh"
+
+
+def build_tasksync_image() -> TaskSyncImage:
+    result = subprocess.run(["bash", str(BUILD_IMAGE), "--oci-archive"], check=True, stdout=subprocess.PIPE, text=True)
+    built = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return TaskSyncImage(name=built["IMAGE"], archive=built["ARCHIVE"])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # Build what is missing before the first test starts: the first build takes minutes and
+    # Build what is missing before the first test starts: the first builds take minutes and
     # must not count against any test's timeout.
-    if any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "kube_cluster" in needed:
         session.config.stash[BINARIES] = ensure_cluster_binaries()
+    if "tasksync_image" in needed:
+        session.config.stash[TASKSYNC_IMAGE] = build_tasksync_image()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -53,6 +76,14 @@ def kube_cluster(
         stopping = time.monotonic()
         cluster.stop()
         timings["cluster stop and host cleanup"] = time.monotonic() - stopping
+
+
+@pytest.fixture(scope="session")
+def tasksync_image(request: pytest.FixtureRequest, kube_cluster: KubeCluster) -> str:
+    """The TaskSync image, built when missing or out of date and imported into the node; its name."""
+    image = request.config.stash.get(TASKSYNC_IMAGE, None) or build_tasksync_image()
+    kube_cluster.import_image(image.archive)
+    return image.name
 
 
 @pytest.fixture

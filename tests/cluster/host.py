@@ -227,6 +227,29 @@ def pod_cgroups() -> list[Path]:
     return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
 
+@dataclass(frozen=True)
+class ContainerProcess:
+    """What the kernel says of a container's main process."""
+
+    pid: int
+    uid: int
+    root_read_only: bool
+
+
+def container_process(container_id: str) -> ContainerProcess:
+    """The main process of a running container, found through the cgroup the kubelet made for
+    it (cgroupfs driver: kubepods/<qos class>/pod<uid>/<container id>)."""
+    (cgroup,) = (CGROUP_ROOT / "pids" / PODS_CGROUP).rglob(container_id)
+    pid = int((cgroup / "cgroup.procs").read_text().split()[0])
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    effective_uid = int(status["Uid"].split()[1])
+    # /proc/<pid>/mountinfo lists the mounts as the process sees them; the fifth field is the
+    # mount point, the sixth the per-mount options.
+    root = next(line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+                if line.split()[4] == "/")
+    return ContainerProcess(pid=pid, uid=effective_uid, root_read_only="ro" in root[5].split(","))
+
+
 @dataclass
 class HostFootprint:
     network: PodNetwork

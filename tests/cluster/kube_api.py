@@ -47,6 +47,11 @@ class KubeApi:
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._checked(self._http.post(path, json=body))
 
+    def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch, as `kubectl patch` sends by default."""
+        headers = {"content-type": "application/strategic-merge-patch+json"}
+        return self._checked(self._http.patch(path, json=body, headers=headers))
+
     def delete(self, path: str, **params: str) -> None:
         response = self._http.delete(path, params=params)
         if response.status_code != 404:

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.cluster import components
 from tests.cluster.components import NODE_NAME, KubeletPorts, NodeLayout, ProxyPorts
-from tests.cluster.host import HostFootprint, PodNetwork
+from tests.cluster.host import ContainerProcess, HostFootprint, PodNetwork, container_process
 from tests.cluster.kube_api import KubeApi
 from tests.cluster.pki import ClusterPki, Identity
 from tests.support.servers import free_port
@@ -175,16 +176,18 @@ class KubeCluster:
 
     def _start_dns(self, pki: ClusterPki, server: str) -> None:
         assert self.api is not None
-        identity = Identity("tasksync-test-dns")
+        identity = Identity("test-cluster-dns")
         self.api.create(
             "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-            {"metadata": {"name": "tasksync-test-dns"}, "rules": components.DNS_RULES},
+            {"metadata": {"name": "test-cluster-dns"}, "rules": components.DNS_RULES},
         )
         self.api.create(
             "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
             {
-                "metadata": {"name": "tasksync-test-dns"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tasksync-test-dns"},
+                "metadata": {"name": "test-cluster-dns"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "test-cluster-dns"
+                },
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": identity.user}],
             },
         )
@@ -251,6 +254,11 @@ class KubeCluster:
         return self.api.exists(f"/api/v1/namespaces/{namespace}/serviceaccounts/default") and self.api.exists(
             f"/api/v1/namespaces/{namespace}/configmaps/kube-root-ca.crt"
         )
+
+    def container_process(self, pod: dict[str, Any], container: str) -> ContainerProcess:
+        """The running process of one container of a pod on this node."""
+        status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == container)
+        return container_process(status["containerID"].split("://", 1)[1])
 
     def import_image(self, archive: str | Path) -> None:
         """Load an OCI or docker archive into the node's image store (the CRI's namespace)."""

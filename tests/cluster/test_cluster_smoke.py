@@ -132,10 +132,12 @@ def test_a_cluster_ip_service_routes_from_the_host_to_every_pod(
     def every_pod_answered() -> bool:
         # kube-proxy picks an endpoint at random per connection: both show up within a few.
         try:
-            body = httpx.get(f"http://{cluster_ip}/", timeout=5).text
+            response = httpx.get(f"http://{cluster_ip}/", timeout=5)
         except httpx.TransportError:
             return False  # the rules are written within a second of the endpoints
-        answered.add(body.strip().removeprefix("hello from "))
+        assert response.status_code == 200 and response.text.startswith("hello from "), (
+            response.status_code, response.headers, response.text)
+        answered.add(response.text.strip().removeprefix("hello from "))
         return answered >= names
 
     wait_until(every_pod_answered, timeout=60, interval=0.1, what=f"answers from {names} through {cluster_ip}")
