@@ -47,7 +47,9 @@ class TaskSyncSubscriptionSpec(msgspec.Struct, frozen=True, kw_only=True, rename
     route: str = "/dapr/task-events"
     dead_letter_topic: str | None = None
     bulk_subscribe: BulkSubscribe = BulkSubscribe()
-    scopes: tuple[str, ...] = ("tasksync",)
+    # No default: the Dapr app id is the TaskSync release's, which only the author knows, and a
+    # wrong one silently delivers the events to nobody.
+    scopes: tuple[str, ...]
     metadata: dict[str, str] = {}
 
 
@@ -97,10 +99,11 @@ class ObjectRef(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubscriptionSource(msgspec.Struct, frozen=True, kw_only=True):
-    """A TaskSyncSubscription as the operator indexes it."""
+    """A TaskSyncSubscription as the operator indexes it, with the status it last reported."""
 
     ref: ObjectRef
     spec: TaskSyncSubscriptionSpec
+    status: dict[str, Any] = {}
     deleting: bool = False
 
 
@@ -129,6 +132,7 @@ def subscription_source(body: Mapping[str, Any]) -> SubscriptionSource:
     return SubscriptionSource(
         ref=object_ref(body),
         spec=msgspec.convert(dict(body.get("spec") or {}), TaskSyncSubscriptionSpec),
+        status=dict(body.get("status") or {}),
         deleting=body["metadata"].get("deletionTimestamp") is not None,
     )
 

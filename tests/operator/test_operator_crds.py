@@ -25,7 +25,7 @@ from tasksync_operator.model import (
 # are about the API server alone.
 NAMESPACE = "default"
 
-VALID_TSS: dict[str, Any] = {"pubsubName": "pubsub", "topic": "task-events"}
+VALID_TSS: dict[str, Any] = {"pubsubName": "pubsub", "topic": "task-events", "scopes": ["orders-tasksync"]}
 VALID_RLP: dict[str, Any] = {"target": "tasksync", "limits": {"maxConnectionsPerUser": 5}}
 
 
@@ -61,6 +61,11 @@ TSS_INVALID = [
     ("spec-required", None, "spec: Required value"),
     ("pubsubName-required", {"topic": "t"}, "spec.pubsubName: Required value"),
     ("topic-required", {"pubsubName": "pubsub"}, "spec.topic: Required value"),
+    (
+        "scopes-required",
+        {"pubsubName": "pubsub", "topic": "t"},
+        "scopes is required: list the Dapr app ID of the TaskSync instance",
+    ),
     ("pubsubName-pattern", with_spec(VALID_TSS, pubsubName="Pub_Sub"), "spec.pubsubName: Invalid value"),
     ("pubsubName-maxLength", with_spec(VALID_TSS, pubsubName="p" * 254), "spec.pubsubName: Too long"),
     ("topic-pattern", with_spec(VALID_TSS, topic="task events"), "spec.topic: Invalid value"),
@@ -241,14 +246,13 @@ async def test_ratelimitpolicy_target_is_immutable(kube):
 async def test_server_defaults_match_the_operator_model(kube):
     tss = await create(kube, TSS_PLURAL, body("TaskSyncSubscription", VALID_TSS))
     assert msgspec.convert(tss["spec"], TaskSyncSubscriptionSpec) == TaskSyncSubscriptionSpec(
-        pubsub_name="pubsub", topic="task-events"
+        pubsub_name="pubsub", topic="task-events", scopes=("orders-tasksync",)
     )
     assert tss["spec"]["bulkSubscribe"] == {
         "enabled": False,
         "maxMessagesCount": 100,
         "maxAwaitDurationMs": 40,
     }
-    assert tss["spec"]["scopes"] == ["tasksync"]
 
     rlp = await create(kube, RLP_PLURAL, body("RateLimitPolicy", VALID_RLP))
     assert rlp["spec"]["priority"] == 0

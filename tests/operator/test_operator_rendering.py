@@ -38,7 +38,9 @@ def tss_source(name: str = "orders", uid: str = "uid-1", **spec: Any) -> Subscri
             uid=uid,
             generation=3,
         ),
-        spec=TaskSyncSubscriptionSpec(pubsub_name="pubsub", topic="task-events", **spec),
+        spec=TaskSyncSubscriptionSpec(
+            **{"pubsub_name": "pubsub", "topic": "task-events", "scopes": ("tasksync",), **spec}
+        ),
     )
 
 
@@ -107,6 +109,17 @@ def test_render_full_subscription():
         "metadata": {"rawPayload": "true"},
     }
     assert rendered["scopes"] == ["a", "b"]
+
+
+def test_a_spec_without_scopes_is_refused_not_defaulted():
+    """No app id is right for every release, and a wrong one delivers to nobody: the operator
+    never makes one up (the CRD refuses such an object; this guards objects built in code)."""
+    with pytest.raises(msgspec.ValidationError, match="scopes"):
+        msgspec.convert({"pubsubName": "pubsub", "topic": "task-events"}, TaskSyncSubscriptionSpec)
+    spec = msgspec.convert(
+        {"pubsubName": "pubsub", "topic": "task-events", "scopes": ["orders-tasksync"]}, TaskSyncSubscriptionSpec
+    )
+    assert subscriptions.render_subscription(tss_source(scopes=spec.scopes))["scopes"] == ["orders-tasksync"]
 
 
 def test_ownership():
