@@ -1,10 +1,11 @@
 """The kopf handlers: thin and idempotent; the work is in reconcile.py and the pure modules.
 
 TaskSyncSubscription -> Dapr Subscription
-    create/update/resume and a periodic resync reconcile one Subscription and report in
-    status. A watch on Subscriptions repairs hand edits (and deletions) of the ones the operator
-    owns right away. Retriable failures (Dapr not installed, a name conflict, API errors) set
-    Ready=False and retry with exponential backoff.
+    create/update/resume reconcile one Subscription and report in status. Retriable failures
+    (Dapr not installed, a name conflict, API errors) set Ready=False and retry with exponential
+    backoff. Drift repair and the periodic resync run in drift.DriftGuard, a task of the
+    operator's own: no kopf timer, whose finalizer would keep a TaskSyncSubscription from being
+    deleted whenever the operator is not running (as after `helm uninstall`).
 
 RateLimitPolicy -> limits ConfigMap
     Any change to a policy (including its deletion, hence the finalizer kopf adds) re-renders
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from typing import Any
 
@@ -23,25 +25,17 @@ import kopf
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tasksync_operator import conditions, kube, model, reconcile, subscriptions
+from tasksync_operator import conditions, drift, kube, model, reconcile, subscriptions
 from tasksync_operator.config import OperatorConfig
 from tasksync_operator.model import (
-    DAPR_GROUP,
-    DAPR_PLURAL,
-    DAPR_VERSION,
     GROUP,
     LIMITS_TARGET_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     RLP_PLURAL,
-    SUBSCRIPTION_SOURCE_LABEL,
     TSS_PLURAL,
     VERSION,
 )
-
-# Safety net behind the watches: catches what no event announces, e.g. the Dapr CRDs being
-# uninstalled, which should turn Ready false.
-RESYNC_INTERVAL_SECONDS = 300.0
 
 # kopf's bookkeeping (handler progress, the last handled spec, the finalizer) goes into
 # annotations under our own prefix; the CRDs' status schemas stay strict and kopf-free.
@@ -49,7 +43,9 @@ ANNOTATION_PREFIX = "operator.tasksync.io"
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, subscription_sources: kopf.Index, **_: Any
+) -> None:
     # `tasksync-operator` passes its config; `kopf run -m tasksync_operator.handlers` gets defaults.
     memo.setdefault("config", OperatorConfig())
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
@@ -67,10 +63,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.api = ApiClient(await kube.load_configuration(memo.config.kubeconfig))
     memo.limits_locks = collections.defaultdict(asyncio.Lock)
     memo.reported_status = {}
+    # The index is live: kopf fills it as it lists and watches TaskSyncSubscriptions.
+    config: OperatorConfig = memo.config
+    guard = drift.DriftGuard(
+        api=memo.api,
+        sources=subscription_sources,
+        namespaces=config.namespaces,
+        resync_interval=config.resync_interval,
+        poll_interval=config.dapr_poll_interval,
+    )
+    memo.drift_guard = asyncio.create_task(guard.run(), name="drift guard")
+
+
+@kopf.on.probe(id="drift_guard")
+def drift_guard_alive(memo: kopf.Memo, **_: Any) -> str:
+    """Fail the liveness probe if drift repair has stopped, so that the pod is restarted."""
+    task: asyncio.Task[None] = memo.drift_guard
+    if task.done():
+        reason = "cancelled" if task.cancelled() else repr(task.exception())
+        raise RuntimeError(f"drift repair stopped: {reason}")
+    return "running"
 
 
 @kopf.on.cleanup()
 async def close_api(memo: kopf.Memo, **_: Any) -> None:
+    memo.drift_guard.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.drift_guard
     await memo.api.close()
 
 
@@ -88,9 +107,6 @@ def subscription_sources(body: kopf.Body, namespace: str, name: str, **_: Any) -
     return {(namespace, name): model.subscription_source(body)}
 
 
-@kopf.timer(
-    GROUP, VERSION, TSS_PLURAL, interval=RESYNC_INTERVAL_SECONDS, initial_delay=RESYNC_INTERVAL_SECONDS
-)
 @kopf.on.resume(GROUP, VERSION, TSS_PLURAL)
 @kopf.on.create(GROUP, VERSION, TSS_PLURAL)
 @kopf.on.update(GROUP, VERSION, TSS_PLURAL, field="spec")
@@ -105,79 +121,26 @@ async def reconcile_subscription(
 ) -> None:
     source = model.subscription_source(body)
     config: OperatorConfig = memo.config
-
-    def report(reason: str, message: str) -> None:
-        patch.status.update(
-            subscriptions.subscription_status(
-                status, source, reason=reason, message=message, at=conditions.now()
-            )
+    outcome = await reconcile.sync_subscription(memo.api, source)
+    if outcome.concurrent:
+        # Someone changed the Subscription between our read and write: re-read and redo.
+        raise kopf.TemporaryError(outcome.message, delay=1)
+    patch.status.update(
+        subscriptions.subscription_status(
+            status, source, reason=outcome.reason, message=outcome.message, at=conditions.now()
         )
-
-    def retry_later(reason: str, message: str) -> kopf.TemporaryError:
+    )
+    if not outcome.ready:
         # kopf logs the error, posts it as a Warning event and retries after the delay.
-        report(reason, message)
-        return kopf.TemporaryError(message, delay=config.retry_delay(retry))
-
-    try:
-        outcome = await reconcile.ensure_subscription(memo.api, source)
-    except kube.DaprNotInstalled as exc:
-        raise retry_later(
-            subscriptions.REASON_DAPR_NOT_INSTALLED,
-            f"{exc}: install Dapr in the cluster; retrying",
-        ) from exc
-    except reconcile.SubscriptionConflict as exc:
-        raise retry_later(subscriptions.REASON_CONFLICT, str(exc)) from exc
-    except ApiException as exc:
-        if exc.status == 409:
-            # Someone changed the Subscription between our read and write: re-read and redo.
-            raise kopf.TemporaryError("Subscription changed concurrently", delay=1) from exc
-        raise retry_later(
-            subscriptions.REASON_API_ERROR, f"Kubernetes API: {exc.status} {exc.reason}"
-        ) from exc
-
-    report(subscriptions.REASON_READY, f"Dapr Subscription {source.ref.name} is up to date")
-    if outcome != "unchanged":
-        logger.info("Dapr Subscription %s", outcome, extra={"subscription": source.ref.name})
+        raise kopf.TemporaryError(outcome.message, delay=config.retry_delay(retry))
+    if outcome.change in ("created", "updated"):
+        logger.info("Dapr Subscription %s", outcome.change, extra={"subscription": source.ref.name})
         kopf.event(
             body,
             type="Normal",
-            reason=f"Subscription{outcome.capitalize()}",
-            message=f"Dapr Subscription {source.ref.name} {outcome}",
+            reason=f"Subscription{outcome.change.capitalize()}",
+            message=f"Dapr Subscription {source.ref.name} {outcome.change}",
         )
-
-
-@kopf.on.event(DAPR_GROUP, DAPR_VERSION, DAPR_PLURAL)
-async def repair_subscription(
-    body: kopf.Body,
-    namespace: str,
-    memo: kopf.Memo,
-    logger: logging.LoggerAdapter,
-    subscription_sources: kopf.Index,
-    **_: Any,
-) -> None:
-    """Undo hand edits and deletions of the Subscriptions the operator owns, as they happen."""
-    source_name = subscriptions.owned_by(body) or body.metadata.labels.get(SUBSCRIPTION_SOURCE_LABEL)
-    if source_name is None:
-        return
-    for source in subscription_sources.get((namespace, source_name), []):
-        if source.deleting:
-            continue
-        try:
-            outcome = await reconcile.ensure_subscription(memo.api, source)
-        except (kube.DaprNotInstalled, reconcile.SubscriptionConflict, ApiException) as exc:
-            # The TaskSyncSubscription's own handlers retry and report this in its status.
-            logger.warning(
-                "could not repair the Dapr Subscription: %s", exc, extra={"subscription": source.ref.name}
-            )
-            continue
-        if outcome != "unchanged":
-            logger.info("Dapr Subscription repaired", extra={"subscription": source.ref.name})
-            kopf.event(
-                source.ref.as_body(),
-                type="Normal",
-                reason="DriftRepaired",
-                message=f"Dapr Subscription {source.ref.name} was changed by hand; {outcome} again",
-            )
 
 
 # --- RateLimitPolicy -> limits ConfigMap ---------------------------------------------------------

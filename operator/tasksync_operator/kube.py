@@ -7,6 +7,7 @@ place, `load_configuration`, and kopf logs in with the same ones (see handlers.l
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -14,7 +15,15 @@ import kopf
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, VERSION
+from tasksync_operator.model import (
+    DAPR_GROUP,
+    DAPR_PLURAL,
+    DAPR_VERSION,
+    GROUP,
+    MANAGED_BY,
+    VERSION,
+    ObjectRef,
+)
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -143,3 +152,29 @@ async def patch_status(
             return False
         raise
     return True
+
+
+async def post_event(api: client.ApiClient, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
+    """A Kubernetes event about `ref`, for code outside kopf's handlers (kopf.event() works only
+    inside them)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    await client.CoreV1Api(api).create_namespaced_event(
+        ref.namespace,
+        {
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "namespace": ref.namespace,
+                "name": ref.name,
+                "uid": ref.uid,
+            },
+            "type": type,
+            "reason": reason,
+            "message": message,
+            "source": {"component": MANAGED_BY},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        },
+    )

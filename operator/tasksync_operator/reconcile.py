@@ -13,19 +13,61 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal
 
 import kopf
+import msgspec
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from tasksync_operator import conditions, kube, ratelimits, subscriptions
 from tasksync_operator.model import RLP_PLURAL, PolicySource, SubscriptionSource
+
+Change = Literal["created", "updated", "unchanged"]
 
 
 class SubscriptionConflict(Exception):
     """A Subscription of the wanted name exists and belongs to someone else."""
 
 
-async def ensure_subscription(
-    api: ApiClient, source: SubscriptionSource
-) -> Literal["created", "updated", "unchanged"]:
+class SubscriptionOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How reconciling one TaskSyncSubscription went, in the terms of its Ready condition."""
+
+    reason: str
+    """One of subscriptions.REASON_*."""
+    message: str
+    change: Change | None = None
+    """What was done to the Subscription; None when it could not be reconciled."""
+    concurrent: bool = False
+    """The Subscription changed between our read and our write: redo soon, report nothing."""
+
+    @property
+    def ready(self) -> bool:
+        return self.reason == subscriptions.REASON_READY
+
+
+async def sync_subscription(api: ApiClient, source: SubscriptionSource) -> SubscriptionOutcome:
+    """`ensure_subscription`, with every failure it can meet turned into a Ready reason."""
+    try:
+        change = await ensure_subscription(api, source)
+    except kube.DaprNotInstalled as exc:
+        return SubscriptionOutcome(
+            reason=subscriptions.REASON_DAPR_NOT_INSTALLED,
+            message=f"{exc}: install Dapr in the cluster; retrying",
+        )
+    except SubscriptionConflict as exc:
+        return SubscriptionOutcome(reason=subscriptions.REASON_CONFLICT, message=str(exc))
+    except ApiException as exc:
+        return SubscriptionOutcome(
+            reason=subscriptions.REASON_API_ERROR,
+            message=f"Kubernetes API: {exc.status} {exc.reason}",
+            concurrent=exc.status == 409,
+        )
+    return SubscriptionOutcome(
+        reason=subscriptions.REASON_READY,
+        message=f"Dapr Subscription {source.ref.name} is up to date",
+        change=change,
+    )
+
+
+async def ensure_subscription(api: ApiClient, source: SubscriptionSource) -> Change:
     """Create or repair the Dapr Subscription of `source`. Raises DaprNotInstalled, Conflict."""
     desired = subscriptions.render_subscription(source)
     existing = await kube.read_subscription(api, source.ref.namespace, source.ref.name)
