@@ -26,6 +26,7 @@ from tasksync_operator.model import (
 )
 
 CONFIGMAP_KEY = "limits.yaml"
+CONFIGMAP_SUFFIX = "-limits"
 
 REASON_APPLIED = "LimitsApplied"
 REASON_INVALID = "InvalidLimits"
@@ -45,7 +46,7 @@ class Merge(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def configmap_name(target: str) -> str:
-    return f"{target}-limits"
+    return f"{target}{CONFIGMAP_SUFFIX}"
 
 
 def precedence_order(policies: Iterable[PolicySource]) -> list[PolicySource]:

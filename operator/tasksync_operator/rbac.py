@@ -1,9 +1,10 @@
 """The exact RBAC the operator needs; docs/operator.md lists the same rules with their reasons.
 
 The chart's ClusterRole (or Role, when the operator watches one namespace) is meant to grant
-precisely `RULES`, and tests compare the chart and the docs against this module. The operator's
-test suite runs it under these rules on a real API server with RBAC and the
-OwnerReferencesPermissionEnforcement admission plugin, so a missing verb fails a test.
+precisely `RULES`, its Role in its own namespace `leader_election_rules`, and its
+ValidatingAdmissionPolicy `configmap_write_policy`; tests compare the chart and the docs against
+this module. The operator's test suite runs it under all three on a real API server with RBAC
+and the OwnerReferencesPermissionEnforcement admission plugin, so a missing verb fails a test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
+from tasksync_operator.model import LIMITS_TARGET_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from tasksync_operator.ratelimits import CONFIGMAP_SUFFIX
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,8 +34,9 @@ RULES: tuple[Rule, ...] = (
         api_group="apiextensions.k8s.io",
         resources=("customresourcedefinitions",),
         verbs=("list", "watch"),
-        reason="kopf notices CRDs installed after it started (Dapr's Subscription CRD) and starts "
-        "watching them without a restart",
+        reason="kopf follows CRDs, so that TaskSync's CRDs installed or upgraded after it started "
+        "are served without a restart (the Dapr Subscription API the operator finds through "
+        "discovery itself)",
         cluster_scoped=True,
     ),
     Rule(
@@ -94,3 +99,73 @@ def policy_rules(*, cluster_scoped: bool | None = None) -> list[dict[str, Any]]:
         for rule in RULES
         if cluster_scoped is None or rule.cluster_scoped == cluster_scoped
     ]
+
+
+def leader_election_rules(lease_name: str) -> list[dict[str, Any]]:
+    """The Role, in the operator's own namespace, for leader election over the Lease `lease_name`.
+
+    get and update only that Lease; create cannot be limited to a name (the name is in the body
+    RBAC does not see), so it covers any Lease of the namespace.
+    """
+    return [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "update"],
+            "resourceNames": [lease_name],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+
+
+def _labelled(obj: str, key: str, value: str) -> str:
+    """CEL: `obj` carries the label key=value."""
+    labels = f"{obj}.metadata.labels"
+    return f"has({labels}) && '{key}' in {labels} && {labels}['{key}'] == '{value}'"
+
+
+def configmap_write_policy(username: str) -> dict[str, Any]:
+    """The spec of the ValidatingAdmissionPolicy that narrows the ConfigMap writes of `username`
+    (the operator's service account, system:serviceaccount:<namespace>:<name>).
+
+    RBAC grants create and update on every ConfigMap of the watched namespaces (all of them,
+    for a ClusterRole): the names of the limits ConfigMaps follow from RateLimitPolicies created
+    later, so no `resourceNames` can list them. The policy holds that user to what the operator
+    writes: ConfigMaps labelled as its own, named after their target, and never one it did not
+    create.
+    """
+    has_target = f"has(object.metadata.labels) && '{LIMITS_TARGET_LABEL}' in object.metadata.labels"
+    return {
+        "failurePolicy": "Fail",
+        "matchConstraints": {
+            "resourceRules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["configmaps"],
+                }
+            ]
+        },
+        "matchConditions": [
+            {"name": "tasksync-operator", "expression": f"request.userInfo.username == '{username}'"}
+        ],
+        "validations": [
+            {
+                "expression": _labelled("object", MANAGED_BY_LABEL, MANAGED_BY),
+                "message": "the TaskSync operator writes only ConfigMaps labelled "
+                f"{MANAGED_BY_LABEL}={MANAGED_BY}",
+            },
+            {
+                "expression": f"{has_target} && object.metadata.name == "
+                f"object.metadata.labels['{LIMITS_TARGET_LABEL}'] + '{CONFIGMAP_SUFFIX}'",
+                "message": "the TaskSync operator writes only limits ConfigMaps: "
+                f"<target>{CONFIGMAP_SUFFIX}, labelled {LIMITS_TARGET_LABEL}=<target>",
+            },
+            {
+                "expression": "request.operation != 'UPDATE' || "
+                f"({_labelled('oldObject', MANAGED_BY_LABEL, MANAGED_BY)})",
+                "message": "the TaskSync operator never takes over a ConfigMap it did not create",
+            },
+        ],
+    }

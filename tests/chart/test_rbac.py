@@ -1,5 +1,6 @@
-"""The operator's RBAC in the chart is exactly tasksync_operator.rbac.RULES: the rules the
-operator's own tests prove sufficient against a real API server, and nothing more."""
+"""The operator's RBAC in the chart is exactly tasksync_operator.rbac: the rules, the leader
+election Role and the ConfigMap admission policy that the operator's own tests prove sufficient
+(and the policy confining) against a real API server, and nothing more."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ from typing import Any
 
 import pytest
 from tasksync_operator import rbac
-from tasksync_operator.main import parse_args
+from tasksync_operator.main import election_settings, parse_args
 
 from tests.chart.charttools import MINIMAL_VALUES, NAMESPACE, Helm, container, find, one
 
 OPERATOR = "tasksync-operator"
+OPERATOR_USERNAME = f"system:serviceaccount:{NAMESPACE}:{OPERATOR}"
+LEADER_ELECTION_ROLE = f"{OPERATOR}-leader-election"
+
+MODES = {
+    "own-namespace": {},
+    "named-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "glob": {"watchNamespaces": ["tasksync", "team-*"]},
+    "all-namespaces": {"watchAllNamespaces": True},
+}
 
 
 def render(helm: Helm, operator: dict[str, Any]) -> list[dict[str, Any]]:
@@ -34,22 +44,35 @@ def cluster_rules(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return role["rules"]
 
 
-def namespaced_rules(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The rules of the Role bound to the operator in each namespace."""
+def bound_roles(objs: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The rules of every Role bound to the operator, by (namespace, name)."""
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in find(objs, "Role")}
     rules = {}
     for binding in find(objs, "RoleBinding"):
         namespace = binding["metadata"]["namespace"]
         assert bound_to_operator(binding)
         assert binding["roleRef"]["kind"] == "Role"
-        rules[namespace] = roles.pop((namespace, binding["roleRef"]["name"]))["rules"]
+        key = (namespace, binding["roleRef"]["name"])
+        rules[key] = roles.pop(key)["rules"]
     assert not roles, f"Roles bound to nobody: {list(roles)}"
     return rules
 
 
+def namespaced_rules(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rules of the Role bound to the operator in each watched namespace."""
+    return {
+        namespace: rules
+        for (namespace, name), rules in bound_roles(objs).items()
+        if name != LEADER_ELECTION_ROLE
+    }
+
+
+def operator_command(objs: list[dict[str, Any]]) -> list[str]:
+    return container(one(objs, "Deployment", OPERATOR), "operator")["command"]
+
+
 def operator_namespaces(objs: list[dict[str, Any]]) -> list[str]:
-    command = container(one(objs, "Deployment", OPERATOR), "operator")["command"]
-    return [arg.removeprefix("--namespace=") for arg in command if arg.startswith("--namespace=")]
+    return [arg.removeprefix("--namespace=") for arg in operator_command(objs) if arg.startswith("--namespace=")]
 
 
 def test_watching_all_namespaces_is_one_cluster_role_with_every_rule(helm: Helm) -> None:
@@ -84,6 +107,80 @@ def test_a_glob_needs_the_rules_cluster_wide(helm: Helm) -> None:
     assert operator_namespaces(objs) == ["tasksync", "team-*"]
 
 
+def configmap_writes(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        rule
+        for rule in rules
+        if "" in rule["apiGroups"]
+        and "configmaps" in rule["resources"]
+        and {"create", "update", "patch", "*"} & set(rule["verbs"])
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
+def test_configmap_writes_are_confined_to_the_limits_configmaps(helm: Helm, mode: dict[str, Any]) -> None:
+    """RBAC grants create/update on every ConfigMap where the operator works (every namespace
+    with a ClusterRole): no resourceNames can list ConfigMaps named after RateLimitPolicies yet
+    to come. The one identity holding that grant is confined by the admission policy that
+    tests/operator/test_operator_admission.py proves against a real API server."""
+    objs = render(helm, mode)
+    writers = [role for role in find(objs, "ClusterRole") + find(objs, "Role") if configmap_writes(role["rules"])]
+    assert writers, "the operator writes the limits ConfigMaps"
+    bindings = find(objs, "ClusterRoleBinding") + find(objs, "RoleBinding")
+    for role in writers:
+        (binding,) = [
+            b
+            for b in bindings
+            if (b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+            == (role["kind"], role["metadata"]["name"], role["metadata"].get("namespace"))
+        ]
+        assert bound_to_operator(binding)
+
+    policy = one(objs, "ValidatingAdmissionPolicy")
+    assert policy["spec"] == rbac.configmap_write_policy(OPERATOR_USERNAME)
+    binding = one(objs, "ValidatingAdmissionPolicyBinding")
+    # No matchResources: it applies in every namespace, as far as the ClusterRole reaches.
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
+def test_the_policy_names_the_operators_service_account(helm: Helm) -> None:
+    objs = render(helm, {"serviceAccount": {"name": "limits-writer"}})
+    policy = one(objs, "ValidatingAdmissionPolicy")
+    assert policy["spec"] == rbac.configmap_write_policy(f"system:serviceaccount:{NAMESPACE}:limits-writer")
+
+
+@pytest.mark.parametrize("mode", MODES.values(), ids=MODES.keys())
+def test_leader_election_may_use_only_its_lease(helm: Helm, mode: dict[str, Any]) -> None:
+    objs = render(helm, mode)
+    election = election_settings(parse_args(operator_command(objs)[1:]))
+    assert election is not None
+    assert election.lease_namespace == NAMESPACE
+    assert bound_roles(objs)[(NAMESPACE, LEADER_ELECTION_ROLE)] == rbac.leader_election_rules(election.lease_name)
+
+
+def test_two_replicas_elect_a_leader(helm: Helm) -> None:
+    objs = render(helm, {})
+    deployment = one(objs, "Deployment", OPERATOR)
+    assert deployment["spec"]["replicas"] == 2
+    # Rolled, not recreated: a standby stays up, and the old leader releases the Lease.
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate"}
+    election = election_settings(parse_args(operator_command(objs)[1:]))
+    assert election is not None
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15, 10, 2)
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_leader_election_timings_must_leave_the_leader_time_to_step_down(helm: Helm) -> None:
+    with pytest.raises(AssertionError, match="leaseDurationSeconds > renewDeadlineSeconds"):
+        render(
+            helm,
+            {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10, "retryPeriodSeconds": 2}},
+        )
+
+
 @pytest.mark.parametrize("operator", [{}, {"watchAllNamespaces": True}], ids=["own-namespace", "all"])
 def test_the_operator_runs_as_its_service_account_with_its_liveness_endpoint(
     helm: Helm, operator: dict[str, Any]
@@ -92,8 +189,6 @@ def test_the_operator_runs_as_its_service_account_with_its_liveness_endpoint(
     deployment = one(objs, "Deployment", OPERATOR)
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(objs, "ServiceAccount", OPERATOR)["metadata"]["name"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     operator_container = container(deployment, "operator")
     assert operator_container["command"][0] == "tasksync-operator"
     assert "--liveness=http://0.0.0.0:8080/healthz" in operator_container["command"]
@@ -102,11 +197,20 @@ def test_the_operator_runs_as_its_service_account_with_its_liveness_endpoint(
 
 
 def test_the_operator_flags_are_ones_it_accepts(helm: Helm) -> None:
-    objs = render(helm, {"watchNamespaces": ["team-a", "team-*"], "logFormat": "plain"})
-    options = parse_args(container(one(objs, "Deployment", OPERATOR), "operator")["command"][1:])
+    objs = render(
+        helm,
+        {
+            "watchNamespaces": ["team-a", "team-*"],
+            "logFormat": "plain",
+            "resyncIntervalSeconds": 60,
+            "daprPollIntervalSeconds": 2,
+        },
+    )
+    options = parse_args(operator_command(objs)[1:])
     assert options.namespaces == ["team-a", "team-*"]
     assert options.liveness == "http://0.0.0.0:8080/healthz"
     assert options.log_format == "plain"
+    assert (options.resync_interval, options.dapr_poll_interval) == (60, 2)
 
 
 def test_the_service_pods_get_no_api_access(helm: Helm) -> None:
@@ -119,6 +223,13 @@ def test_the_service_pods_get_no_api_access(helm: Helm) -> None:
 
 def test_no_operator_means_no_rbac(helm: Helm) -> None:
     objs = render(helm, {"enabled": False})
-    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+    for kind in (
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ):
         assert find(objs, kind) == []
     assert find(objs, "Deployment", OPERATOR) == []
