@@ -1,31 +1,40 @@
-"""Fixtures: a real API server (session), the operator running in-process against it (session),
-an admin API client and a fresh watched namespace per test, and the Dapr CRD on demand."""
+"""Fixtures: a real API server (session) where the operator's user has exactly the operator's RBAC,
+admission policy and Lease; the operator running in-process against it (session); API clients
+as the admin and as the operator, a fresh watched namespace per test, the Dapr CRD on demand, and
+operator processes of a test's own (`operator_process`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import secrets
+import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
-from operator_testkit import (
+from tasksync_operator import main, rbac
+from tasksync_operator.config import OperatorConfig
+
+from tests.operator.operator_testkit import (
     ADMIN_USER,
+    CONFIGMAP_POLICY,
     CRD_DIR,
     DAPR_CRD,
+    LEASE_NAME,
+    LEASE_NAMESPACE,
     OPERATOR_USER,
     LocalCluster,
+    OperatorProcess,
     apply_crd,
     ensure_binaries,
     free_port,
     load_yaml,
     wait_http_ok,
 )
-from tasksync_operator import main, rbac
-from tasksync_operator.config import OperatorConfig
 
 # The operator under test watches only namespaces matching this glob (exercising kopf's
 # namespace observer and the RBAC it needs); `namespace` hands out fresh matching ones.
@@ -45,7 +54,9 @@ async def _prepare_cluster(cluster: LocalCluster) -> None:
     async with admin_client(cluster) as api:
         for path in sorted(CRD_DIR.glob("*.yaml")):
             await apply_crd(api, load_yaml(path))
-        # The operator's user gets exactly the documented rules, nothing else.
+        # The operator's user gets exactly the documented rules and admission policy, nothing else.
+        await _confine_configmap_writes(api)
+        await _grant_the_lease(api)
         authz = client.RbacAuthorizationV1Api(api)
         await authz.create_cluster_role(
             {"metadata": {"name": "tasksync-operator"}, "rules": rbac.policy_rules()}
@@ -65,11 +76,42 @@ async def _prepare_cluster(cluster: LocalCluster) -> None:
         )
 
 
+async def _confine_configmap_writes(api: client.ApiClient) -> None:
+    admission = client.AdmissionregistrationV1Api(api)
+    await admission.create_validating_admission_policy(
+        {"metadata": {"name": CONFIGMAP_POLICY}, "spec": rbac.configmap_write_policy(OPERATOR_USER)}
+    )
+    await admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": CONFIGMAP_POLICY},
+            "spec": {"policyName": CONFIGMAP_POLICY, "validationActions": ["Deny"]},
+        }
+    )
+
+
+async def _grant_the_lease(api: client.ApiClient) -> None:
+    await client.CoreV1Api(api).create_namespace({"metadata": {"name": LEASE_NAMESPACE}})
+    authz = client.RbacAuthorizationV1Api(api)
+    await authz.create_namespaced_role(
+        LEASE_NAMESPACE,
+        {"metadata": {"name": "tasksync-operator"}, "rules": rbac.leader_election_rules(LEASE_NAME)},
+    )
+    await authz.create_namespaced_role_binding(
+        LEASE_NAMESPACE,
+        {
+            "metadata": {"name": "tasksync-operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tasksync-operator"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+        },
+    )
+
+
 @contextlib.asynccontextmanager
-async def admin_client(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+async def admin_client(cluster: LocalCluster, user: str = ADMIN_USER) -> AsyncIterator[client.ApiClient]:
+    """An API client as `user` (the admin unless told otherwise)."""
     configuration = client.Configuration()
     await config.load_kube_config(
-        config_file=str(cluster.kubeconfig(ADMIN_USER)),
+        config_file=str(cluster.kubeconfig(user)),
         client_configuration=configuration,
         persist_config=False,
     )
@@ -103,6 +145,7 @@ def operator(cluster: LocalCluster) -> Iterator[RunningOperator]:
     liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
     operator_config = OperatorConfig(
         kubeconfig=str(cluster.kubeconfig(OPERATOR_USER)),
+        namespaces=(WATCHED_NAMESPACES,),
         # Short backoff so "recovers once Dapr is installed" is seconds, not minutes.
         retry_initial_delay=0.5,
         retry_max_delay=2.0,
@@ -115,7 +158,6 @@ def operator(cluster: LocalCluster) -> Iterator[RunningOperator]:
             asyncio.run(
                 main.run(
                     operator_config,
-                    namespaces=[WATCHED_NAMESPACES],
                     liveness=liveness_url,
                     stop_flag=stop_flag,
                     ready_flag=ready_flag,
@@ -146,6 +188,13 @@ async def kube(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
 
 
 @pytest.fixture
+async def operator_kube(cluster: LocalCluster) -> AsyncIterator[client.ApiClient]:
+    """An API client with the operator's rights, for what the operator may and may not do."""
+    async with admin_client(cluster, OPERATOR_USER) as api:
+        yield api
+
+
+@pytest.fixture
 async def namespace(kube: client.ApiClient, operator: RunningOperator) -> str:
     """A fresh namespace the operator watches."""
     name = f"e2e-{secrets.token_hex(4)}"
@@ -157,3 +206,30 @@ async def namespace(kube: client.ApiClient, operator: RunningOperator) -> str:
 async def dapr_crd(kube: client.ApiClient) -> None:
     """Dapr's Subscription CRD is installed and served."""
     await apply_crd(kube, load_yaml(DAPR_CRD))
+
+
+@pytest.fixture
+def operator_process(
+    cluster: LocalCluster, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `tasksync-operator` processes watching one namespace; all are killed at the end."""
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str, *flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
+        liveness = f"http://127.0.0.1:{free_port()}/healthz"
+        argv = [
+            sys.executable,
+            "-m",
+            "tasksync_operator.main",
+            f"--namespace={namespace}",
+            f"--kubeconfig={kubeconfig or cluster.kubeconfig(OPERATOR_USER)}",
+            f"--liveness={liveness}",
+            *flags,
+        ]
+        process = OperatorProcess(argv, tmp_path / f"operator-{len(started)}.log", liveness).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()

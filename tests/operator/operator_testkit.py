@@ -10,8 +10,10 @@ admission plugin, so the tests also prove that the documented RBAC is enough.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import signal
 import ssl
 import subprocess
 import time
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
 from tests.support.servers import free_port
 from tests.support.tls import write_self_signed
@@ -36,6 +39,15 @@ DAPR_CRD = Path(__file__).parent / "fixtures" / "dapr-subscription-crd.yaml"
 
 ADMIN_USER = "admin"
 OPERATOR_USER = "tasksync-operator"
+
+# The Lease the operator processes of the leader-election tests compete for; the operator's user
+# may use this one Lease (tasksync_operator.rbac.leader_election_rules) and no other.
+LEASE_NAMESPACE = "tasksync-system"
+LEASE_NAME = "tasksync-operator"
+
+# The ValidatingAdmissionPolicy (and its binding) holding the operator's user to
+# tasksync_operator.rbac.configmap_write_policy.
+CONFIGMAP_POLICY = "tasksync-operator-configmaps"
 
 T = TypeVar("T")
 
@@ -149,19 +161,21 @@ class LocalCluster:
             parts.append(f"--- {log.name} ---\n" + "\n".join(lines))
         return "\n".join(parts)
 
-    def kubeconfig(self, user: str) -> Path:
-        path = self.workdir / f"{user}.kubeconfig"
+    def kubeconfig(self, user: str, *, server: str | None = None) -> Path:
+        """A kubeconfig for `user`; `server` reaches the API server through something else (a
+        plain-HTTP proxy such as api_proxy.DiscoveryProxy)."""
+        if server is None:
+            path = self.workdir / f"{user}.kubeconfig"
+            cluster = {"server": self.server, "certificate-authority": str(self.ca_path)}
+        else:
+            path = self.workdir / f"{user}-via-{server.rsplit(':', 1)[-1]}.kubeconfig"
+            cluster = {"server": server}
         path.write_text(
             yaml.safe_dump(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {"server": self.server, "certificate-authority": str(self.ca_path)},
-                        }
-                    ],
+                    "clusters": [{"name": "local", "cluster": cluster}],
                     "users": [{"name": user, "user": {"token": self.tokens[user]}}],
                     "contexts": [{"name": user, "context": {"cluster": "local", "user": user}}],
                     "current-context": user,
@@ -214,6 +228,64 @@ async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0
         await asyncio.sleep(interval)
 
 
+def tss(name: str, **spec: Any) -> dict[str, Any]:
+    """A TaskSyncSubscription body: the required fields, then `spec` on top."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TaskSyncSubscription",
+        "metadata": {"name": name},
+        "spec": {"pubsubName": "pubsub", "topic": "task-events", "scopes": ["tasksync"], **spec},
+    }
+
+
+async def create_tss(kube: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return await client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, TSS_PLURAL, body
+    )
+
+
+async def read_tss(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, TSS_PLURAL, name
+    )
+
+
+async def read_subscription(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    try:
+        return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
+            DAPR_GROUP, DAPR_VERSION, namespace, DAPR_PLURAL, name
+        )
+    except ApiException as exc:
+        raise AssertionError(f"Subscription {name}: {exc.status}") from exc
+
+
+def ready(obj: dict[str, Any]) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), {})
+
+
+async def wait_ready(
+    kube: client.ApiClient,
+    namespace: str,
+    name: str,
+    status: str = "True",
+    reason: str | None = None,
+    *,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Until the TaskSyncSubscription reports this Ready status for its current generation."""
+
+    async def probe() -> dict[str, Any]:
+        obj = await read_tss(kube, namespace, name)
+        condition = ready(obj)
+        assert condition.get("status") == status, condition
+        assert reason is None or condition.get("reason") == reason, condition
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"], obj["status"]
+        return obj
+
+    return await eventually(probe, timeout=timeout)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
@@ -233,3 +305,69 @@ async def apply_crd(api: client.ApiClient, crd: dict[str, Any]) -> None:
         assert states.get("Established") == "True", states
 
     await eventually(established)
+
+
+@dataclass
+class OperatorProcess:
+    """`tasksync-operator` in a process of its own, the way its Deployment runs it."""
+
+    argv: list[str]
+    log_path: Path
+    liveness_url: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        return self
+
+    @property
+    def running(self) -> subprocess.Popen[bytes]:
+        assert self.process is not None, "not started"
+        return self.process
+
+    async def wait_live(self, *, timeout: float = 60.0) -> None:
+        """Until the liveness endpoint answers 200 (failing at once if the process exits)."""
+
+        def probe() -> None:
+            assert self.running.poll() is None, (
+                f"operator exited with {self.running.returncode}:\n{self.log_path.read_text()[-4000:]}"
+            )
+            try:
+                with urllib.request.urlopen(self.liveness_url, timeout=5) as response:
+                    assert response.status == 200, response.status
+            except (urllib.error.URLError, OSError) as exc:
+                raise AssertionError(f"{self.liveness_url}: {exc}") from exc
+
+        async def live() -> None:
+            await asyncio.to_thread(probe)
+
+        await eventually(live, timeout=timeout, interval=0.25)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far (anything else, e.g. a traceback, as {"message": line})."""
+        lines: list[dict[str, Any]] = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                line = {"message": raw}
+            lines.append(line if isinstance(line, dict) else {"message": raw})
+        return lines
+
+    def handled(self, name: str) -> bool:
+        """Whether this operator logged anything about an object of that name."""
+        return any((line.get("object") or {}).get("name") == name for line in self.log_lines())
+
+    async def stop(self, *, timeout: float = 30.0) -> int:
+        """SIGTERM, as the kubelet stops a pod; the exit code."""
+        self.running.send_signal(signal.SIGTERM)
+        return await asyncio.to_thread(self.running.wait, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crashed node or an OOM kill, no chance to clean up."""
+        if self.running.poll() is None:
+            self.running.kill()
+        self.running.wait()

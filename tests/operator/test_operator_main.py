@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 
+import pytest
 from kubernetes_asyncio import client
-from operator_testkit import OPERATOR_USER, eventually, free_port
-from tasksync_operator.main import DEFAULT_LIVENESS, parse_args
-from tasksync_operator.model import GROUP, TSS_PLURAL, VERSION
+from tasksync_operator.main import DEFAULT_LIVENESS, election_settings, parse_args
+
+from tests.operator.operator_testkit import create_tss, tss, wait_ready
+
 
 
 def test_defaults_watch_every_namespace_with_json_logs():
@@ -46,61 +44,54 @@ async def test_liveness_endpoint(operator):
     assert await http_status(operator.liveness_url) == 200
 
 
-async def test_command_runs_one_namespace_logs_json_and_stops_on_sigterm(cluster, kube, dapr_crd, tmp_path):
+async def test_command_runs_one_namespace_logs_json_and_stops_on_sigterm(kube, dapr_crd, operator_process):
     """`tasksync-operator` as a process, the way its Deployment runs it."""
     namespace = f"solo-{secrets.token_hex(4)}"
-    liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    log_path = tmp_path / "operator.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tasksync_operator.main",
-                "--namespace",
-                namespace,
-                "--kubeconfig",
-                str(cluster.kubeconfig(OPERATOR_USER)),
-                "--liveness",
-                liveness,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        await eventually(lambda: http_status(liveness), timeout=60, interval=0.25)
+    operator = operator_process(namespace)
+    await operator.wait_live()
 
-        await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
-        await client.CustomObjectsApi(kube).create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            TSS_PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "TaskSyncSubscription",
-                "metadata": {"name": "solo"},
-                "spec": {"pubsubName": "pubsub", "topic": "task-events"},
-            },
-        )
+    await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    await create_tss(kube, namespace, tss("solo"))
+    await wait_ready(kube, namespace, "solo")
+    assert await operator.stop() == 0
 
-        async def ready() -> None:
-            obj = await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, TSS_PLURAL, "solo"
-            )
-            assert [c["status"] for c in obj.get("status", {}).get("conditions", [])] == ["True"], obj.get(
-                "status"
-            )
-
-        await eventually(ready)
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    assert lines and all({"message", "severity", "timestamp"} <= line.keys() for line in lines)
+    lines = operator.log_lines()
+    assert lines and all({"message", "severity", "timestamp"} <= line.keys() for line in lines), lines
     about_solo = [line for line in lines if line.get("object", {}).get("name") == "solo"]
     assert any(line.get("subscription") == "solo" for line in about_solo), about_solo
+
+
+def test_leader_election_flags():
+    options = parse_args(
+        [
+            "--leader-elect-resource-name=tasksync-operator",
+            "--leader-elect-resource-namespace=tasksync",
+            "--leader-elect-lease-duration=30",
+        ]
+    )
+    election = election_settings(options)
+    assert election is not None
+    assert (election.lease_name, election.lease_namespace) == ("tasksync-operator", "tasksync")
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (30, 10, 2)
+    assert election_settings(parse_args([])) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--leader-elect-resource-name=tasksync-operator"], "needs --leader-elect-resource-namespace"),
+        (
+            [
+                "--leader-elect-resource-name=x",
+                "--leader-elect-resource-namespace=y",
+                "--leader-elect-renew-deadline=20",
+            ],
+            "lease duration > renew deadline > retry period",
+        ),
+    ],
+    ids=["no-namespace", "renew-deadline-not-below-lease-duration"],
+)
+def test_leader_election_refuses_inconsistent_flags(argv, expected, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert expected in capsys.readouterr().err

@@ -10,10 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
-from operator_testkit import CRD_DIR, REPO, load_yaml
 from tasksync.limits import Limits
 from tasksync_operator import rbac
 from tasksync_operator.model import PolicyLimits
+
+from tests.operator.operator_testkit import CRD_DIR, REPO, load_yaml
 
 CRDS = sorted(CRD_DIR.glob("*.yaml"))
 
@@ -52,6 +53,16 @@ def test_status_subresource_and_printer_columns(path):
     assert columns[0] == "Ready" and columns[-1] == "Age"
 
 
+def test_scopes_are_required_not_defaulted():
+    """The app id is the TaskSync release's: a default could only be right for one release name
+    and would silently deliver everyone else's events to nobody."""
+    spec = schema_of(CRD_DIR / "tasksync.io_tasksyncsubscriptions.yaml")["properties"]["spec"]
+    assert "default" not in spec["properties"]["scopes"]
+    messages = {rule["rule"]: rule["message"] for rule in spec["x-kubernetes-validations"]}
+    assert "scopes is required" in messages["has(self.scopes)"]
+    assert "Helm release's full name" in messages["has(self.scopes)"]
+
+
 def camel(snake: str) -> str:
     head, *rest = snake.split("_")
     return head + "".join(word.capitalize() for word in rest)
@@ -79,15 +90,31 @@ def test_policy_limits_match_the_service_limits_schema():
         assert "default" not in prop
 
 
+def docs_yaml() -> list[dict[str, Any]]:
+    docs = (REPO / "docs" / "operator.md").read_text()
+    blocks = [doc for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) for doc in yaml.safe_load_all(block)]
+    return [block for block in blocks if isinstance(block, dict)]
+
+
 def test_rbac_rules_in_the_docs_are_the_operator_rules():
     docs = (REPO / "docs" / "operator.md").read_text()
-    blocks = [
-        doc for block in re.findall(r"```yaml\n(.*?)```", docs, re.S) for doc in yaml.safe_load_all(block)
-    ]
-    (documented,) = [
-        block["rules"] for block in blocks if isinstance(block, dict) and set(block) == {"rules"}
-    ]
+    (documented,) = [block["rules"] for block in docs_yaml() if set(block) == {"rules"}]
     assert documented == rbac.policy_rules()
     # And the table lists every rule with its reason.
     for rule in rbac.RULES:
         assert rule.reason in docs.replace("`", "")
+
+
+# The chart's objects for the release "tasksync" in the namespace "tasksync", as the docs show them.
+CHART_OPERATOR = "tasksync-operator"
+CHART_SERVICE_ACCOUNT = "system:serviceaccount:tasksync:tasksync-operator"
+
+
+def test_leader_election_role_in_the_docs_is_the_operators():
+    (role,) = [block for block in docs_yaml() if block.get("kind") == "Role"]
+    assert role["rules"] == rbac.leader_election_rules(CHART_OPERATOR)
+
+
+def test_configmap_policy_in_the_docs_is_the_operators():
+    (policy,) = [block for block in docs_yaml() if block.get("kind") == "ValidatingAdmissionPolicy"]
+    assert policy["spec"] == rbac.configmap_write_policy(CHART_SERVICE_ACCOUNT)

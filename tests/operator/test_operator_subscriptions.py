@@ -7,59 +7,22 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
-from operator_testkit import DAPR_CRD, apply_crd, eventually, load_yaml
 from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
+from tests.operator.operator_testkit import (
+    DAPR_CRD,
+    apply_crd,
+    create_tss,
+    eventually,
+    load_yaml,
+    read_subscription,
+    read_tss,
+    ready,
+    tss,
+    wait_ready,
+)
+
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def tss(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TaskSyncSubscription",
-        "metadata": {"name": name},
-        "spec": {"pubsubName": "pubsub", "topic": "task-events", **spec},
-    }
-
-
-async def create_tss(kube: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    return await client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, TSS_PLURAL, body
-    )
-
-
-async def read_tss(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, TSS_PLURAL, name
-    )
-
-
-async def read_subscription(kube: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    try:
-        return await client.CustomObjectsApi(kube).get_namespaced_custom_object(
-            DAPR_GROUP, DAPR_VERSION, namespace, DAPR_PLURAL, name
-        )
-    except ApiException as exc:
-        raise AssertionError(f"Subscription {name}: {exc.status}") from exc
-
-
-def ready(obj: dict[str, Any]) -> dict[str, Any]:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == "Ready"), {})
-
-
-async def wait_ready(
-    kube: client.ApiClient, namespace: str, name: str, status: str = "True", reason: str | None = None
-) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        obj = await read_tss(kube, namespace, name)
-        condition = ready(obj)
-        assert condition.get("status") == status, condition
-        assert reason is None or condition.get("reason") == reason, condition
-        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"], obj["status"]
-        return obj
-
-    return await eventually(probe)
 
 
 async def test_subscription_created_with_spec_owner_and_status(kube, namespace, dapr_crd):
@@ -164,6 +127,14 @@ async def test_hand_edit_is_repaired(kube, namespace, dapr_crd):
 
     subscription = await eventually(repaired)
     assert subscription["metadata"]["annotations"]["note"] == "hand edit"
+
+    async def drift_reported() -> None:
+        events = await client.CoreV1Api(kube).list_namespaced_event(
+            namespace, field_selector="involvedObject.kind=TaskSyncSubscription,involvedObject.name=drift"
+        )
+        assert "DriftRepaired" in {event.reason for event in events.items}
+
+    await eventually(drift_reported)
 
     # Deleted by hand: recreated.
     await custom.delete_namespaced_custom_object(DAPR_GROUP, DAPR_VERSION, namespace, DAPR_PLURAL, "drift")
