@@ -2,7 +2,8 @@
 
 Persistence is on by default (AOF, fsync always) so a stop and start keeps offsets and history,
 the way TaskSync's docs ask production Redis to be run. `persistent=False` runs it with no
-persistence at all, so a restart comes back empty, as a cache-only Redis would.
+persistence at all, so a restart comes back empty, as a cache-only Redis would; unless a test
+takes a snapshot (SAVE), which a restart then loads: Redis is back as it was at the SAVE.
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 Data model (one Redis, or Sentinel; not Redis Cluster: the publish script touches a global key):
 
-- `{prefix}:epoch`: the epoch string, created once. If Redis loses its data the key is gone, a
-  new epoch is created, and every client is told to resync: on resuming, or on its live socket
-  when the first event of the new epoch reaches it (see `_catch_up`).
+- `{prefix}:epoch`: the epoch string. If Redis loses all its data the key is gone and a new
+  epoch is created; if it loses only its last writes (see "Lost writes" below) a replica replaces
+  it. Either way every client is told to resync: on resuming, or on its live socket (see
+  `_catch_up`).
 - `{prefix}:seq:{user}`: the user's last offset (INCR). Never expires, so offsets never repeat
-  within an epoch.
+  within an epoch unless Redis loses writes, which changes the epoch.
+- `{prefix}:writes`: how many events were ever stored (INCR), so a replica can tell that Redis
+  went back to before a write it saw.
 - `{prefix}:history:{user}`: a Redis Stream whose entry ids are `<seq>-0`, so a replay is one
   XRANGE from `since+1`. Trimmed to `history_size` entries; expires `history_ttl` after its last
   event; entries older than `history_ttl` are treated as gone.
@@ -19,6 +22,17 @@ All of a publish happens in one Lua script, so no replica ever sees a half-store
 
 Pub/sub is not durable: a message sent while the listener's connection is down is gone. History
 is: whenever a user's channel may have missed something, a catch-up reads it from the stream.
+
+Lost writes. Redis can come back with only part of its data (`appendfsync everysec` and a
+crash, a failover to a replica that lagged): the epoch key survives but offsets go back, and new
+events would reuse offsets clients already hold. Two checks turn that into an epoch change, so
+no client skips the reused offsets as duplicates:
+- every script takes the (epoch, `writes`) this replica last saw and, if Redis is still in that
+  epoch with fewer writes, replaces the epoch before it does anything else. Redis loses a suffix
+  of its writes, so this catches any loss of a write this replica stored or read after;
+- a catch-up checks that history still holds, at the offset of the newest event the hub was
+  given for the user, that same event (`_Mark`); if the offset is gone or holds another event,
+  the epoch is replaced with a compare-and-set, so replicas that find it together agree.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from redis import asyncio as aioredis
@@ -48,37 +62,62 @@ FIRST_RETRY_DELAY = 0.1
 # is caught up in a few hundred round trips, with at most this many Redis connections busy.
 CATCH_UP_BATCH = 32
 
-# KEYS: epoch, seq, history, dedupe. ARGV: candidate epoch, dedupe ms, history size,
-# history ttl ms, event json, now ms, channel.
+# Sets `epoch` to the epoch in effect: the stored one, unless Redis has none (it lost its data) or
+# has fewer writes in the epoch the caller last saw than the caller saw (it lost its last ones);
+# then the candidate. KEYS[1] is the epoch key; `writes` must be set, and `seen_epoch`,
+# `seen_writes` and `candidate` hold the caller's ARGV.
+ENSURE_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch or (epoch == seen_epoch and writes < tonumber(seen_writes)) then
+  redis.call('SET', KEYS[1], candidate)
+  epoch = candidate
+end
+"""
+
+# KEYS: epoch, seq, history, dedupe, writes. ARGV: candidate epoch, dedupe ms, history size,
+# history ttl ms, event json, now ms, channel, epoch seen, writes seen.
 PUBLISH_SCRIPT = """
 if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2]) == false then
   return false
 end
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
-  epoch = ARGV[1]
-end
+local candidate, seen_epoch, seen_writes = ARGV[1], ARGV[8], ARGV[9]
+local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
+""" + ENSURE_EPOCH + """
+writes = redis.call('INCR', KEYS[5])
 local seq = redis.call('INCR', KEYS[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[5], 't', ARGV[6], 'p', epoch)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local listeners = redis.call('PUBLISH', ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])
-return {seq, epoch, listeners}
+return {seq, epoch, listeners, writes}
 """
 
-# KEYS: epoch, seq, history. ARGV: candidate epoch, first wanted seq.
+# KEYS: epoch, seq, history, writes. ARGV: candidate epoch, first wanted seq (0: the newest
+# entry only), epoch seen, writes seen.
 READ_SCRIPT = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  redis.call('SET', KEYS[1], ARGV[1])
-  epoch = ARGV[1]
-end
+local candidate, seen_epoch, seen_writes = ARGV[1], ARGV[3], ARGV[4]
+local writes = tonumber(redis.call('GET', KEYS[4]) or '0')
+""" + ENSURE_EPOCH + """
 local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local entries = {}
-if tonumber(ARGV[2]) > 0 and tonumber(ARGV[2]) <= seq then
-  entries = redis.call('XRANGE', KEYS[3], ARGV[2] .. '-0', '+')
+local first = tonumber(ARGV[2])
+if first == 0 then
+  first = seq
 end
-return {epoch, seq, entries}
+local entries = {}
+if first > 0 and first <= seq then
+  entries = redis.call('XRANGE', KEYS[3], first .. '-0', '+')
+end
+return {epoch, seq, entries, writes}
+"""
+
+# KEYS: epoch. ARGV: the epoch found to have lost writes, its replacement. Returns the epoch in
+# effect: the replacement, or the one another replica (or an empty Redis) put there first.
+REPLACE_EPOCH_SCRIPT = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch or epoch == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return epoch
 """
 
 
@@ -94,18 +133,57 @@ class _StoredEvent(msgspec.Struct, frozen=True):
     notification: Any = None
 
 
+class _StoredId(msgspec.Struct, frozen=True):
+    """Only the id of a stored event: what a catch-up compares with its mark."""
+
+    id: str
+
+
 _stored_encoder = msgspec.json.Encoder()
 _stored_decoder = msgspec.json.Decoder(_StoredEvent)
+_stored_id_decoder = msgspec.json.Decoder(_StoredId)
+
+
+class _Mark(NamedTuple):
+    """The newest event this replica handed to the hub for a user (or the head when it began
+    watching): later events continue from it, and a catch-up checks that Redis still holds it."""
+
+    epoch: str
+    seq: int
+    # None when the offset had no event left in history (none yet, or expired).
+    event_id: str | None
+
+
+class UndecodableMessage(Exception):
+    """A message on a user's channel that is not a TaskSync event of this version."""
 
 
 def _to_task_event(stored: _StoredEvent) -> TaskEvent:
     return msgspec.convert(msgspec.to_builtins(stored), TaskEvent)
 
 
+def _decode_message(data: bytes) -> tuple[int, str, int, TaskEvent]:
+    """A channel message, `<seq> <epoch> <sent ms> <event json>`, as (seq, epoch, sent ms,
+    event). Raises UndecodableMessage."""
+    try:
+        seq_text, epoch, sent_ms, stored = data.split(b" ", 3)
+        return int(seq_text), epoch.decode(), int(sent_ms), _to_task_event(_stored_decoder.decode(stored))
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise UndecodableMessage(str(exc)) from exc
+
+
 def _fields(entry: list[Any]) -> dict[bytes, bytes]:
     """A stream entry as a Lua script returns it, [id, [k1, v1, k2, v2, ...]], as a dict."""
     flat = entry[1]
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _entry_seq(entry: list[Any]) -> int:
+    return int(entry[0].split(b"-")[0])
+
+
+def _entry_event_id(entry: list[Any]) -> str:
+    return _stored_id_decoder.decode(_fields(entry)[b"e"]).id
 
 
 class RedisBroker(Broker):
@@ -133,16 +211,22 @@ class RedisBroker(Broker):
         )
         self._publish = self._redis.register_script(PUBLISH_SCRIPT)
         self._read = self._redis.register_script(READ_SCRIPT)
+        self._replace_epoch = self._redis.register_script(REPLACE_EPOCH_SCRIPT)
+        # The epoch and the most `writes` this replica has seen Redis hold in it (see "Lost
+        # writes" above); every script checks Redis has not gone back before it.
+        self._seen: tuple[str, int] = ("", 0)
         # Users this process wants events of; the listener keeps the subscriptions equal to it.
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._confirmations: dict[str, asyncio.Future[None]] = {}
-        # Per user, the newest (epoch, seq) handed to the hub: later messages continue from here.
-        self._delivered: dict[str, tuple[str, int]] = {}
+        # Per user, the newest event handed to the hub: later messages continue from here.
+        self._delivered: dict[str, _Mark] = {}
         # Users whose channel may have missed events, with the loop time at which their catch-up
         # from history is next due. A user leaves only when a catch-up succeeds or it is no
         # longer watched, so no gap is forgotten however often Redis refuses the read.
         self._catch_ups_due: dict[str, float] = {}
+        # Users whose catch-up is reading history now: their live messages wait for another.
+        self._catching_up: set[str] = set()
         # Users whose last catch-up failed: the wait after their next failure.
         self._catch_up_backoff: dict[str, float] = {}
         self._catch_ups_changed = asyncio.Event()
@@ -191,7 +275,7 @@ class RedisBroker(Broker):
         stored = _stored_encoder.encode(
             _StoredEvent(event.id, event.user_id, event.event, event.task, event.occurred_at, event.source, event.notification)
         ).decode()
-        keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}"]
+        keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}", f"{self.prefix}:writes"]
         args = [
             "r-" + secrets.token_hex(6),
             int(self.dedupe_window * 1000),
@@ -200,6 +284,7 @@ class RedisBroker(Broker):
             stored,
             int(time.time() * 1000),
             self._channel(event.user_id),
+            *self._seen,
         ]
         try:
             result = await self._publish(keys=keys, args=args)
@@ -208,15 +293,27 @@ class RedisBroker(Broker):
         if result is None:
             return None
         seq, epoch, listeners = int(result[0]), result[1].decode(), int(result[2])
+        self._saw(epoch, int(result[3]))
         # The local hub gets this event through its channel like every other replica does;
         # `listeners` counts the replicas subscribed to the user's channel.
         return Delivery(event.user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, listeners=listeners)
 
+    def _saw(self, epoch: str, writes: int) -> None:
+        """Remember how many writes Redis held in `epoch`, as a script answered."""
+        seen_epoch, seen_writes = self._seen
+        self._seen = (epoch, max(writes, seen_writes) if epoch == seen_epoch else writes)
+
     async def _read_state(self, user_id: str, first_wanted: int) -> tuple[str, int, list[Any]]:
+        """The epoch in effect, the user's head, and the history entries from `first_wanted` on
+        (0: the head's entry only). Raises BrokerUnavailable."""
+        keys = [*self._keys(user_id), f"{self.prefix}:writes"]
         try:
-            epoch, seq, entries = await self._read(keys=self._keys(user_id), args=["r-" + secrets.token_hex(6), first_wanted])
+            epoch, seq, entries, writes = await self._read(
+                keys=keys, args=["r-" + secrets.token_hex(6), first_wanted, *self._seen]
+            )
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc}") from exc
+        self._saw(epoch.decode(), int(writes))
         return epoch.decode(), int(seq), entries
 
     async def position(self, user_id: str) -> Position:
@@ -232,7 +329,9 @@ class RedisBroker(Broker):
             return Replay(deliveries=[], position=position, resync="history_gap")
         if since == head:
             return Replay(deliveries=[], position=position)
-        deliveries = self._entries_to_deliveries(user_id, entries)
+        # Entries stored before the epoch was replaced (lost writes) go on in it: a client was
+        # told the new epoch starts at or before them.
+        deliveries = self._entries_to_deliveries(user_id, entries, current_epoch)
         horizon_ms = (time.time() - self.history_ttl) * 1000
         if not deliveries or deliveries[0].seq != since + 1 or self._oldest_ms(entries) < horizon_ms:
             return Replay(deliveries=[], position=position, resync="history_gap")
@@ -243,14 +342,15 @@ class RedisBroker(Broker):
         return float(_fields(entries[0])[b"t"]) if entries else 0.0
 
     @staticmethod
-    def _entries_to_deliveries(user_id: str, entries: list[Any]) -> list[Delivery]:
+    def _entries_to_deliveries(user_id: str, entries: list[Any], epoch: str | None = None) -> list[Delivery]:
+        """History entries as deliveries, in the epoch each was stored in, or in `epoch`."""
         deliveries = []
         for entry in entries:
             fields = _fields(entry)
-            seq = int(entry[0].split(b"-")[0])
-            epoch = fields[b"p"].decode()
+            seq = _entry_seq(entry)
             event = _to_task_event(_stored_decoder.decode(fields[b"e"]))
-            deliveries.append(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id))
+            in_epoch = epoch or fields[b"p"].decode()
+            deliveries.append(Delivery(user_id, seq, in_epoch, encode_task_update(event, seq, in_epoch), event.id))
         return deliveries
 
     # -- fan-out ---------------------------------------------------------------------------
@@ -295,8 +395,7 @@ class RedisBroker(Broker):
                 # Only the listener touches a connection it is still setting up (redis-py would
                 # open a second one under it); it subscribes every user in `_subscribed`.
                 with contextlib.suppress(BrokerUnavailable):
-                    epoch, seq, _ = await self._read_state(user_id, 0)
-                    self._delivered.setdefault(user_id, (epoch, seq))
+                    self._delivered.setdefault(user_id, await self._head_mark(user_id))
                 return
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations[channel] = confirmed
@@ -304,12 +403,16 @@ class RedisBroker(Broker):
                 await self._pubsub.subscribe(channel)
                 async with asyncio.timeout(5):
                     await confirmed
-                epoch, seq, _ = await self._read_state(user_id, 0)
-                self._delivered.setdefault(user_id, (epoch, seq))
+                self._delivered.setdefault(user_id, await self._head_mark(user_id))
             except (RedisError, OSError, TimeoutError, BrokerUnavailable):
                 log.warning("subscription for %s not confirmed; it is retried on reconnect", user_id)
             finally:
                 self._confirmations.pop(channel, None)
+
+    async def _head_mark(self, user_id: str) -> _Mark:
+        epoch, seq, entries = await self._read_state(user_id, 0)
+        held = bool(entries) and _entry_seq(entries[0]) == seq
+        return _Mark(epoch, seq, _entry_event_id(entries[0]) if held else None)
 
     async def _listen_forever(self) -> None:
         delay = FIRST_RETRY_DELAY
@@ -321,6 +424,8 @@ class RedisBroker(Broker):
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", exc, delay)
+            except Exception:  # a bug must not end fan-out for good: reconnecting catches up
+                log.exception("redis pub/sub listener failed; reconnecting in %.1fs", delay)
             finally:
                 self._listening.clear()
                 if self._pubsub is not None:
@@ -354,27 +459,41 @@ class RedisBroker(Broker):
                     # The channel was down, so pub/sub may have dropped some of its events.
                     self._owe_catch_up(channel.removeprefix(f"{self.prefix}:user:"))
             elif kind == "message":
-                await self._on_message(message["data"])
+                try:
+                    await self._on_message(message["data"])
+                except UndecodableMessage as exc:
+                    # Not ours, or from another version of TaskSync: skipped. If it was an event,
+                    # history has it, and a catch-up delivers it in its place.
+                    user_id = message["channel"].decode().removeprefix(f"{self.prefix}:user:")
+                    log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
+                    if user_id in self._subscribed:
+                        self._owe_catch_up(user_id)
 
     async def _on_message(self, data: bytes) -> None:
-        seq_text, epoch_b, sent_ms, stored = data.split(b" ", 3)
-        seq, epoch = int(seq_text), epoch_b.decode()
-        event = _to_task_event(_stored_decoder.decode(stored))
+        """Hand on a live event if it follows the newest one handed on; otherwise leave it to a
+        catch-up. Raises UndecodableMessage."""
+        seq, epoch, sent_ms, event = _decode_message(data)
         user_id = event.user_id
         if user_id not in self._subscribed:
             return
+        if user_id in self._catch_ups_due or user_id in self._catching_up:
+            # The catch-up may yet find that Redis lost writes, and this offset means nothing
+            # to the user's tabs; it reads after this moment, so it delivers this event.
+            self._owe_catch_up(user_id)
+            return
         known = self._delivered.get(user_id)
-        if known is not None and (epoch, seq) != (known[0], known[1] + 1):
-            if epoch != known[0] or seq > known[1]:
-                # A gap, or an epoch not yet read from Redis. History already holds this event
-                # (the script stores before it publishes) and whatever the gap hides, so the
-                # catch-up, which reads after this moment, delivers it in order.
+        if known is not None and (epoch, seq) != (known.epoch, known.seq + 1):
+            if epoch != known.epoch or seq > known.seq or (seq == known.seq and event.id != known.event_id):
+                # A gap, an epoch not yet read from Redis, or another event at an offset already
+                # handed on (Redis lost writes). History already holds this event (the script
+                # stores before it publishes) and whatever the gap hides, so the catch-up, which
+                # reads after this moment, delivers it in order or finds the loss.
                 self._owe_catch_up(user_id)
             return  # otherwise already delivered by a catch-up
         # Convert the publisher's wall-clock ingest time to this process's monotonic clock, so
         # latency is measured from ingest on whichever replica it happened.
-        received_ns = time.monotonic_ns() - max(0, time.time_ns() - int(sent_ms) * 1_000_000)
-        self._delivered[user_id] = (epoch, seq)
+        received_ns = time.monotonic_ns() - max(0, time.time_ns() - sent_ms * 1_000_000)
+        self._delivered[user_id] = _Mark(epoch, seq, event.id)
         self._emit(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, received_ns))
 
     # -- catch-ups -------------------------------------------------------------------------
@@ -414,6 +533,7 @@ class RedisBroker(Broker):
 
     async def _try_catch_up(self, user_id: str) -> Exception | None:
         """Catch the user up; on failure schedule the next try and return the error."""
+        self._catching_up.add(user_id)
         try:
             await self._catch_up(user_id)
         except Exception as error:  # whatever failed, dropping the catch-up would lose events
@@ -422,29 +542,73 @@ class RedisBroker(Broker):
                 self._catch_up_backoff[user_id] = min(backoff * 2, self.reconnect_max_delay)
                 self._catch_ups_due[user_id] = asyncio.get_running_loop().time() + backoff
             return error
+        finally:
+            self._catching_up.discard(user_id)
         self._catch_up_backoff.pop(user_id, None)
         return None
 
     async def _catch_up(self, user_id: str) -> None:
-        """Deliver from history every event after the newest one the hub was given. When Redis
-        has another epoch (it lost its data), the user's stream starts over: every event of the
-        new epoch still held, from the first, and each of the user's connections announces the
-        epoch change to its client with `resync_required` before the first of them (see
-        `Connection.enqueue`). Raises BrokerUnavailable."""
-        known = self._delivered.get(user_id)
-        if known is None:
+        """Deliver from history every event after the newest one the hub was given (the mark),
+        once Redis is known still to hold the mark. Raises BrokerUnavailable.
+
+        When Redis is in another epoch, or lost the mark (it lost writes; the epoch is then
+        replaced here), the user's stream starts over in the epoch in effect (`_start_over`),
+        and each of the user's connections announces it to its client with `resync_required`
+        before the first delivery of it (see `Connection.enqueue`)."""
+        mark = self._delivered.get(user_id)
+        if mark is None:
             return
-        epoch, after = known
-        current_epoch, _, entries = await self._read_state(user_id, after + 1)
-        if current_epoch != epoch:
-            _, _, entries = await self._read_state(user_id, 1)
-        for delivery in self._entries_to_deliveries(user_id, entries):
-            # Live messages may have moved the user on while history was read, or the user may
-            # be unwatched by now: hand on only what follows the newest delivered.
+        epoch, head, entries = await self._read_state(user_id, max(mark.seq, 1))
+        at_mark = entries[0] if entries and _entry_seq(entries[0]) == mark.seq else None
+        # The mark's event is still in history. Nothing is to be checked before the first event;
+        # an absent entry (trimmed, or expired) is no proof either way.
+        held = mark.seq == 0 or (at_mark is not None and _entry_event_id(at_mark) == mark.event_id)
+        lost = head < mark.seq or (at_mark is not None and not held)
+        if epoch == mark.epoch and lost:
+            epoch = await self._replace_lost_epoch(user_id, mark, head)
+        if epoch == mark.epoch:
+            deliveries = self._entries_to_deliveries(user_id, entries, epoch)
+        elif held:
+            # The epoch was replaced elsewhere, but what this replica handed on still stands:
+            # the rest of the old epoch, then the new one.
+            deliveries = self._entries_to_deliveries(user_id, entries)
+        else:
+            deliveries = await self._start_over(user_id)
+        for delivery in deliveries:
+            # The user may be unwatched by now, or an earlier delivery already handed on.
             known = self._delivered.get(user_id)
             if known is None:
                 return
-            if delivery.epoch == known[0] and delivery.seq <= known[1]:
+            if delivery.epoch == known.epoch and delivery.seq <= known.seq:
                 continue
-            self._delivered[user_id] = (delivery.epoch, delivery.seq)
+            self._delivered[user_id] = _Mark(delivery.epoch, delivery.seq, delivery.event_id)
             self._emit(delivery)
+
+    async def _replace_lost_epoch(self, user_id: str, mark: _Mark, head: int) -> str:
+        """Redis no longer holds an event this replica handed on: it lost writes, and offsets
+        from there on may be reused. Replace the epoch (unless another replica did first) and
+        return the one in effect. Raises BrokerUnavailable."""
+        candidate = "r-" + secrets.token_hex(6)
+        try:
+            epoch = (await self._replace_epoch(keys=[f"{self.prefix}:epoch"], args=[mark.epoch, candidate])).decode()
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc}") from exc
+        log.warning(
+            "redis lost writes: %s's event %s at seq %d of epoch %s is gone (head now %d); epoch %s from here on",
+            user_id, mark.event_id, mark.seq, mark.epoch, head, epoch,
+        )
+        return epoch
+
+    async def _start_over(self, user_id: str) -> list[Delivery]:
+        """The user's stream in the epoch in effect, from its first event. With none stored yet,
+        the newest event in history handed on again in that epoch, so every connection is told
+        now rather than at the user's next event (events reusing offsets before the epoch was
+        replaced are only covered by the client's refetch); with no event at all, nothing: the
+        first event of the epoch announces it. Raises BrokerUnavailable."""
+        epoch, head, entries = await self._read_state(user_id, 1)
+        first = next((i for i, entry in enumerate(entries) if _fields(entry)[b"p"].decode() == epoch), None)
+        if first is not None:
+            return self._entries_to_deliveries(user_id, entries[first:])
+        if entries and _entry_seq(entries[-1]) == head:
+            return self._entries_to_deliveries(user_id, entries[-1:], epoch)
+        return []
