@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -382,24 +383,37 @@ async def test_a_foreign_message_on_a_user_channel_costs_a_log_line_and_the_list
     replica = start_service("--dev", "--broker", redis_server.url)
     tab = Tab("ann", "a", SyncClient(replica.ws, user_id="ann"))
     await tab.client.connect()
-    reader = asyncio.create_task(tab.read())
+    bystander = Tab("ben", "a", SyncClient(replica.ws, user_id="ben"))
+    await bystander.client.connect()
+    readers = [asyncio.create_task(tab.read()), asyncio.create_task(bystander.read())]
     publisher = RetryingPublisher([replica.http])
     try:
         with redis.Redis(port=redis_server.port) as admin:
             assert admin.publish("tasksync:user:ann", b"3 r-foreign 0 {\"not\": \"an event\"}") == 1
             assert admin.publish("tasksync:user:ann", b"garbage") == 1
+            # Well formed, next in ben's stream, but on ann's channel: whoever wrote it is not
+            # the publish script, which puts a user's events on that user's channel only.
+            epoch = admin.get("tasksync:epoch").decode()
+            smuggled = {"id": "smuggled", "user_id": "ben", "event": "task.created", "task": {"n": 99},
+                        "occurred_at": "2026-01-01T00:00:00.000Z", "source": "http"}
+            assert admin.publish("tasksync:user:ann", f"1 {epoch} 0 {json.dumps(smuggled)}".encode()) == 1
         for n in (1, 2):
             await publisher.publish({"id": f"after-garbage-{n}", "event": "task.updated", "user_id": "ann", "task": {"n": n}})
             await eventually(lambda n=n: n in tab.numbers(), timeout=30, what=f"event {n} after the foreign messages")
+        await publisher.publish({"id": "ben-marker", "event": "task.updated", "user_id": "ben", "task": {"n": 7}})
+        await eventually(lambda: 7 in bystander.numbers(), timeout=30, what="ben's own event")
         assert tab.numbers() == [1, 2] and tab.notices() == [], tab.frames
+        assert bystander.numbers() == [7] and bystander.notices() == [], bystander.frames
         assert_no_silent_gap(tab)
-        assert replica.log().count("undecodable message") == 2
-        assert not reader.done() and tab.client.connections == 1
+        assert replica.log().count("undecodable message") == 3
+        assert not any(reader.done() for reader in readers) and tab.client.connections == 1
     finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
         await publisher.aclose()
         await tab.client.close()
+        await bystander.client.close()
 
 
 async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_other_user(redis_server):
@@ -417,9 +431,9 @@ async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_o
         # Pub/sub loses what is published now, as it does while a listener reconnects.
         on_message, losing = broker._on_message, True
 
-        async def lossy(data: bytes) -> None:
+        async def lossy(user_id: str, data: bytes) -> None:
             if not losing:
-                await on_message(data)
+                await on_message(user_id, data)
 
         broker._on_message = lossy
         for n in range(3):

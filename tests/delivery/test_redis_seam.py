@@ -48,10 +48,10 @@ async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_
         held, release = asyncio.Event(), asyncio.Event()
         on_message = broker._on_message
 
-        async def lagging(data: bytes) -> None:
+        async def lagging(user_id: str, data: bytes) -> None:
             held.set()
             await release.wait()
-            await on_message(data)
+            await on_message(user_id, data)
 
         broker._on_message = lagging
         await broker.publish(TaskEvent(id="e1", user_id=USER, event="task.created", task={}, occurred_at="t"))

@@ -459,21 +459,24 @@ class RedisBroker(Broker):
                     # The channel was down, so pub/sub may have dropped some of its events.
                     self._owe_catch_up(channel.removeprefix(f"{self.prefix}:user:"))
             elif kind == "message":
+                user_id = message["channel"].decode().removeprefix(f"{self.prefix}:user:")
                 try:
-                    await self._on_message(message["data"])
+                    await self._on_message(user_id, message["data"])
                 except UndecodableMessage as exc:
                     # Not ours, or from another version of TaskSync: skipped. If it was an event,
                     # history has it, and a catch-up delivers it in its place.
-                    user_id = message["channel"].decode().removeprefix(f"{self.prefix}:user:")
                     log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
                     if user_id in self._subscribed:
                         self._owe_catch_up(user_id)
 
-    async def _on_message(self, data: bytes) -> None:
-        """Hand on a live event if it follows the newest one handed on; otherwise leave it to a
-        catch-up. Raises UndecodableMessage."""
+    async def _on_message(self, user_id: str, data: bytes) -> None:
+        """Hand on a live event of `user_id` (whose channel carried it) if it follows the newest
+        one handed on; otherwise leave it to a catch-up. Raises UndecodableMessage."""
         seq, epoch, sent_ms, event = _decode_message(data)
-        user_id = event.user_id
+        if event.user_id != user_id:
+            # The publish script only ever puts a user's events on that user's channel: anything
+            # else was written by someone else, and must not reach the user the JSON names.
+            raise UndecodableMessage(f"it names another user ({event.user_id[:64]!r})")
         if user_id not in self._subscribed:
             return
         if user_id in self._catch_ups_due or user_id in self._catching_up:
