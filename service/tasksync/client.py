@@ -15,12 +15,30 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 
-from .protocol import BEARER_PREFIX, SUBPROTOCOL, Connected, Ping, Pong, ServerFrame, TaskUpdate
+from .protocol import (
+    BEARER_PREFIX,
+    CLOSE_FORBIDDEN,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNSUPPORTED_DATA,
+    SUBPROTOCOL,
+    Connected,
+    Ping,
+    Pong,
+    ServerFrame,
+    TaskUpdate,
+)
 
 DEFAULT_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 # Close codes after which reconnecting cannot help without a change on the client's side.
-TERMINAL_CLOSE_CODES = frozenset({1003, 1008, 1009, 4001, 4003})
+TERMINAL_CLOSE_CODES = frozenset(
+    {CLOSE_UNSUPPORTED_DATA, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNAUTHENTICATED, CLOSE_FORBIDDEN}
+)
 
 _frames = msgspec.json.Decoder(ServerFrame)
 _client_encoder = msgspec.json.Encoder()
@@ -111,7 +129,7 @@ class SyncClient:
             self.last_seq, self.epoch = frame.seq, frame.epoch
         return frame
 
-    async def close(self, code: int = 1000) -> None:
+    async def close(self, code: int = CLOSE_NORMAL) -> None:
         if self._ws is not None:
             await self._ws.close(code)
 
@@ -177,7 +195,7 @@ class SyncClient:
 
     def _record_close(self, closed: ConnectionClosed) -> None:
         received = closed.rcvd
-        self.close_code = received.code if received else 1006
+        self.close_code = received.code if received else CloseCode.ABNORMAL_CLOSURE
         self.close_reason = received.reason if received else ""
 
     async def _reconnect(self) -> None:
@@ -187,7 +205,7 @@ class SyncClient:
             if attempt > self.max_attempts:
                 raise ClientClosed(self.close_code, f"gave up after {self.max_attempts} attempts")
             # 1012 (drain) means "reconnect elsewhere now": no backoff, only a little jitter.
-            delay = random.uniform(0, 0.5) if self.close_code == 1012 and attempt == 1 else backoff_delay(
+            delay = random.uniform(0, 0.5) if self.close_code == CLOSE_SERVICE_RESTART and attempt == 1 else backoff_delay(
                 attempt, self.backoff, self.jitter
             )
             await asyncio.sleep(delay)

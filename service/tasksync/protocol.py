@@ -18,7 +18,9 @@ from .events import EventName, Notification, TaskEvent
 SUBPROTOCOL = "tasksync.v1"
 BEARER_PREFIX = "bearer."
 
-# Close codes (RFC 6455 plus the 4xxx range TaskSync gives its own meaning).
+# Close codes (RFC 6455 plus the 4xxx range TaskSync gives its own meaning), the table of
+# docs/protocol.md. The web client's `CLOSE_CODES` (clients/web/src/protocol.ts) holds the same
+# names and numbers; tests/unit/test_close_codes.py fails when the two tables disagree.
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_POLICY = 1008

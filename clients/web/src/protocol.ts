@@ -7,6 +7,24 @@
  * counts and drops it instead of letting a bad frame reach application code.
  */
 
+/**
+ * Close codes (docs/protocol.md, "Close codes"): RFC 6455 plus the 4xxx range TaskSync gives its
+ * own meaning. The server's table is `CLOSE_*` in service/tasksync/protocol.py, with the same names;
+ * tests/unit/test_close_codes.py fails when the two disagree.
+ */
+export const CLOSE_CODES = {
+  NORMAL: 1000,
+  UNSUPPORTED_DATA: 1003,
+  POLICY: 1008,
+  TOO_BIG: 1009,
+  INTERNAL: 1011,
+  SERVICE_RESTART: 1012,
+  TRY_AGAIN_LATER: 1013,
+  UNAUTHENTICATED: 4001,
+  FORBIDDEN: 4003,
+  RATE_LIMITED: 4029,
+} as const;
+
 export const TASK_EVENTS = ['task.created', 'task.updated', 'task.completed', 'task.deleted'] as const;
 
 export type TaskEventName = (typeof TASK_EVENTS)[number];

@@ -9,6 +9,7 @@ import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js
 import { toAbsoluteWebSocketUrl } from './config.js';
 import { callSafely } from './listeners.js';
 import {
+  CLOSE_CODES,
   parseServerFrame,
   type ClientFrame,
   type ConnectedMessage,
@@ -145,16 +146,16 @@ export type CloseAction =
 
 export function closeAction(code: number): CloseAction {
   switch (code) {
-    case 1000:
+    case CLOSE_CODES.NORMAL:
       return 'done';
-    case 1003:
-    case 1008:
-    case 1009:
-    case 4003:
+    case CLOSE_CODES.UNSUPPORTED_DATA:
+    case CLOSE_CODES.POLICY:
+    case CLOSE_CODES.TOO_BIG:
+    case CLOSE_CODES.FORBIDDEN:
       return 'stop';
-    case 4001:
+    case CLOSE_CODES.UNAUTHENTICATED:
       return 'reauthenticate';
-    case 1012:
+    case CLOSE_CODES.SERVICE_RESTART:
       return 'restart';
     default:
       return 'backoff';
@@ -339,7 +340,7 @@ export class WebSocketSyncClient {
     this.#removeBrowserListeners = null;
     this.#clearTimer('retry');
     const socket = this.#releaseSocket();
-    socket?.close(1000, 'client disconnect');
+    socket?.close(CLOSE_CODES.NORMAL, 'client disconnect');
     this.#setSnapshot({ status: 'disconnected', retryCount: 0, error: null });
   }
 
@@ -531,7 +532,7 @@ export class WebSocketSyncClient {
         this.#setSnapshot({ status: 'disconnected', retryCount: 0, error: null });
         return;
       case 'stop':
-        this.#stop(code === 4003 ? 'forbidden' : 'rejected');
+        this.#stop(code === CLOSE_CODES.FORBIDDEN ? 'forbidden' : 'rejected');
         return;
       case 'reauthenticate':
         if (!this.#options.getToken || this.#authRetried) {
