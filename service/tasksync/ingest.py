@@ -76,28 +76,37 @@ class _TypeProbe(msgspec.Struct):
 
 
 _type_probe = msgspec.json.Decoder(_TypeProbe)
+_bulk_envelope = msgspec.json.Decoder(BulkEnvelope)
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, what: str) -> Any:
+    """Decode `raw`; bytes that are not JSON, or JSON nested past the recursion limit, become
+    `invalid_json` naming `what`. A typed decoder's `msgspec.ValidationError` (JSON of the wrong
+    shape) is left to the caller, which knows what shape it expected."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        if decoder.type is not Any:
+            raise
+        # Untyped, JSON fails validation only on a number past float range: malformed input.
+        raise IngestError("invalid_json", f"{what} is not valid JSON: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise IngestError("invalid_json", f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise IngestError("invalid_json", f"{what} is nested too deeply") from None
 
 
 def decode_json(raw: bytes) -> Any:
-    try:
-        return _json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise IngestError("invalid_json", "body is nested too deeply") from None
+    return _decode(_json, raw, "body")
 
 
 def body_type(raw: bytes) -> Any:
     """The top-level `type` of a JSON body (None when it is not an object or has none), read
     without building the rest of it: a bulk envelope is then decoded once, into its type."""
     try:
-        return _type_probe.decode(raw).type
+        return _decode(_type_probe, raw, "body").type
     except msgspec.ValidationError:
         return None
-    except msgspec.DecodeError as exc:
-        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise IngestError("invalid_json", "body is nested too deeply") from None
 
 
 def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> TaskEvent:
@@ -172,13 +181,9 @@ def event_from_cloudevent(cloudevent: Any) -> TaskEvent:
 
 def bulk_envelope(raw: bytes) -> BulkEnvelope:
     try:
-        return msgspec.json.decode(raw, type=BulkEnvelope)
+        return _decode(_bulk_envelope, raw, "body")
     except msgspec.ValidationError as exc:
         raise IngestError("invalid_bulk", f"not a Dapr bulk envelope: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise IngestError("invalid_json", f"body is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise IngestError("invalid_json", "body is nested too deeply") from None
 
 
 def event_from_bulk_entry(entry: BulkEntry) -> TaskEvent:
@@ -210,12 +215,7 @@ def events_from_http_body(raw: bytes) -> list[TaskEvent]:
 
 
 def _decode_embedded_json(raw: bytes, field: str) -> Any:
-    try:
-        return _json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise IngestError("invalid_json", f"CloudEvent '{field}' is not JSON: {exc}") from exc
-    except RecursionError:
-        raise IngestError("invalid_json", f"CloudEvent '{field}' is nested too deeply") from None
+    return _decode(_json, raw, f"CloudEvent '{field}'")
 
 
 def _normalise_time(value: Any) -> str:
