@@ -6,7 +6,7 @@
 #   kube-controller-manager, scripts/kubernetes/, into ${TASKSYNC_CACHE:-$HOME/.cache/tasksync}/bin/.
 #   kube-scheduler, kubelet,
 #   kube-proxy
-#   the node runtime         containerd, runc, CNI plugins and the test images: see
+#   the node runtime         containerd, runc, CNI plugins, CoreDNS and the test images: see
 #                            scripts/kube-node/ensure-node.sh, which this runs.
 #
 # Idempotent and cheap once done: each binary is stamped with a hash of the wrapper's go.mod and
