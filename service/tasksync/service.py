@@ -38,6 +38,10 @@ DAPR_TOKEN_NOT_SET = (
     "until it equals the Dapr sidecar's APP_API_TOKEN (the secret its dapr.io/app-token-secret annotation names)"
 )
 
+# Asked of a connection whose stream cannot open or catch up without the broker's offsets: the
+# client comes back with backoff and resumes, losing nothing.
+BROKER_UNAVAILABLE = CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable")
+
 IngestOutcome = Literal["accepted", "duplicate"]
 
 
@@ -152,7 +156,7 @@ class Service:
             try:
                 await open_stream(conn, self, (conn.last_taken_seq, conn.epoch), first=False, client_resume=False)
             except BrokerUnavailable:
-                conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
+                conn.request_close(BROKER_UNAVAILABLE)
 
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012

@@ -41,7 +41,7 @@ from .protocol import (
     encode,
 )
 from .ratelimit import TokenBucket
-from .service import Service
+from .service import BROKER_UNAVAILABLE, Service
 from .stream import ReplayOverBudget, open_stream
 from .transport import TRANSPORT_ABORT_KEY, TRANSPORT_SEND_NOW_KEY
 
@@ -357,8 +357,7 @@ async def _open_stream(conn: Connection, service: Service, resume: tuple[int, st
             async with service.replay_slots:
                 await open_stream(conn, service, resume, first=first)
     except BrokerUnavailable:
-        # Without offsets the stream cannot start honestly; the client retries with backoff.
-        conn.request_close(CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable"))
+        conn.request_close(BROKER_UNAVAILABLE)
     except ReplayOverBudget:
         service.metrics.rate_limited.labels("replay").inc()
         conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many events replayed: resume less often", "rate_limited"))
