@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import logging
 import os
-import typing
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ from .auth import AuthRefused, Handshake, Principal, TokenRequired
 from .events import Notification, TaskEvent
 from .metrics import Metrics
 from .protocol import CLOSE_INTERNAL
-from .settings import Settings
+from .settings import Settings, env_values
 
 log = logging.getLogger("tasksync.plugins")
 
@@ -50,18 +49,8 @@ class PluginContext:
         """A plugin's own settings from `<prefix><FIELD>` environment variables, e.g.
         TASKSYNC_JWT_SECRET for field `secret` with prefix TASKSYNC_JWT_. Lists are
         comma-separated. Raises PluginError naming the variable that is wrong."""
-        values: dict[str, Any] = {}
-        hints = typing.get_type_hints(struct_type)
-        for name in struct_type.__struct_fields__:
-            raw = self.environ.get(prefix + name.upper())
-            if raw is None:
-                continue
-            if typing.get_origin(hints[name]) is list:
-                values[name] = [item.strip() for item in raw.split(",") if item.strip()]
-            else:
-                values[name] = raw
         try:
-            return msgspec.convert(values, struct_type, strict=False)
+            return msgspec.convert(env_values(struct_type, self.environ, prefix), struct_type, strict=False)
         except msgspec.ValidationError as exc:
             raise PluginError(f"invalid {prefix}* setting: {exc}") from exc
 

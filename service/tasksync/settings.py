@@ -30,14 +30,15 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         bool,
         _doc(
             "Development mode: the user comes from the user_id query parameter, /v1/events is open "
-            "when no API key is set, and the demo app is served. Never in production."
+            "when no API key is set, the demo app is served, and SIGTERM or Ctrl-C stops the service at "
+            "once, without a drain. Never in production."
         ),
     ] = False
     demo_db: Annotated[
         str,
         _doc(
-            "SQLite file of the demo app's tasks API (development mode only); "
-            "empty: tasksync-demo.sqlite3 in the system temp directory."
+            "SQLite file of the demo app's tasks API (development mode only), kept across restarts; "
+            "empty: a new database for each run, removed when the service stops."
         ),
     ] = ""
     broker: Annotated[str, _doc("Broker: 'memory' (one process) or a redis:// URL (many replicas).")] = "memory"
@@ -189,11 +190,14 @@ def setting_docs() -> list[SettingDoc]:
     return docs
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+def env_values(struct_type: type[msgspec.Struct], environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
+    """The fields of `struct_type` set as `<prefix><FIELD>` variables in `environ`, still text
+    for `msgspec.convert(..., strict=False)` to type; a list field is comma-separated. The
+    service's settings and every plugin's settings are read this one way."""
     values: dict[str, Any] = {}
-    types = typing.get_type_hints(Settings)
-    for name in Settings.__struct_fields__:
-        raw = environ.get(ENV_PREFIX + name.upper())
+    types = typing.get_type_hints(struct_type)
+    for name in struct_type.__struct_fields__:
+        raw = environ.get(prefix + name.upper())
         if raw is None:
             continue
         if typing.get_origin(types[name]) is list:
@@ -232,7 +236,7 @@ def load_settings(
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:
         merged.update(load_config_file(config_file))
-    merged.update(_from_env(environ))
+    merged.update(env_values(Settings, environ, ENV_PREFIX))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return msgspec.convert(merged, Settings, strict=False)
