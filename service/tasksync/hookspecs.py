@@ -11,6 +11,13 @@ enabled plugins are loaded. Implementations may be plain functions or coroutine 
 TaskSync awaits what they return. Every call is time-boxed (`TASKSYNC_PLUGIN_TIMEOUT`): a plugin
 that raises or hangs is logged with its name and counted in `tasksync_plugin_errors_total`, and
 the service goes on (what "goes on" means is said per hook). docs/plugins.md has a complete example.
+
+pluggy registers plugins and checks each implementation's signature against its spec here, but
+`plugins.Plugins` calls the implementations itself, one at a time, rather than through
+`pm.hook.<name>(...)`: pluggy's caller cannot await a coroutine, time-box one implementation,
+or tell which plugin failed, and it runs implementations newest-first where TaskSync runs them
+in the configured order. So the "first non-None answer wins" rule of `tasksync_authenticate` and
+`tasksync_notification` is kept by `Plugins`, and the specs carry no pluggy call options.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ def tasksync_shutdown(ctx: PluginContext) -> Any:
     """Called once at shutdown: flush, close clients, stop workers. Errors are logged."""
 
 
-@hookspec(firstresult=True)
+@hookspec
 def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal | None:
     """Turn a handshake into the principal (the user id, and when its credential expires).
 
@@ -58,7 +65,7 @@ def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def tasksync_notification(ctx: PluginContext, event: TaskEvent) -> Notification | None:
     """The toast to show for an event (`notification` in the task_update frame), or None.
 
