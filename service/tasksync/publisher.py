@@ -98,20 +98,24 @@ class Publisher:
 
     async def _post(self, body: bytes, content_type: str) -> None:
         last_error = "no attempt made"
+        # The cause of the final PublishError when the last attempt did not reach the server, so a
+        # caller can tell "not reachable" from "refused".
+        unreachable: httpx.TransportError | None = None
         for attempt in range(self.retries + 1):
             if attempt:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
             try:
                 response = await self._client.post(self.url, content=body, headers={"content-type": content_type})
             except httpx.TransportError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
+                last_error, unreachable = f"{type(exc).__name__}: {exc}", exc
                 continue
+            unreachable = None
             if response.status_code < 300:
                 return
             last_error = f"HTTP {response.status_code}: {response.text[:200]}"
             if response.status_code not in RETRYABLE_STATUS:
                 raise PublishError(f"publish refused: {last_error}")
-        raise PublishError(f"publish failed after {self.retries + 1} attempts: {last_error}")
+        raise PublishError(f"publish failed after {self.retries + 1} attempts: {last_error}") from unreachable
 
     async def aclose(self) -> None:
         await self._client.aclose()
