@@ -14,10 +14,22 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: venv
+# The demo needs TaskSync's runtime packages only, not the test and benchmark extras of `venv`;
+# when `make test` has installed those already, this finds everything in place.
+DEMO_INSTALLED = $(VENV)/.installed-runtime
+# make demo PORT=8006 when 8005 is taken.
+PORT ?= 8005
+
+$(DEMO_INSTALLED): pyproject.toml
+	@echo "make demo: installing TaskSync's runtime packages into $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar on -e .
+	touch $@
+
+# The server prints the demo's address once it listens; Ctrl-C stops it at once.
+demo: $(DEMO_INSTALLED)
 	bash scripts/ensure-web-deps.sh
-	@echo "TaskSync demo: http://127.0.0.1:8005/?user_id=alice (two tabs; ?user_id=bob for another user)"
-	$(VENV)/bin/tasksync serve --dev
+	$(VENV)/bin/tasksync serve --dev --port $(PORT)
 
 test:
 	bash scripts/test.sh

@@ -39,7 +39,14 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
         openapi_config=None,
         # Unexpected errors must reach the log in production too, not only in debug mode.
         # A client's error (404, 413, ...) is answered, not a fault of ours: no stack trace for it.
-        logging_config=LoggingConfig(log_exceptions="always", disable_stack_trace=CLIENT_ERRORS),
+        logging_config=LoggingConfig(
+            log_exceptions="always",
+            disable_stack_trace=CLIENT_ERRORS,
+            # Litestar's lines go to the root logger that `tasksync serve` configures, in the one
+            # format of every other line; Litestar would otherwise replace the root's handler.
+            configure_root_logger=False,
+            loggers={"litestar": {"handlers": [], "propagate": True}},
+        ),
     )
     app.state.service = service
     return app

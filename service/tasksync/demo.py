@@ -96,10 +96,6 @@ class Write:
 Change = Callable[[sqlite3.Connection], Write]
 
 
-def demo_db_path(settings: Settings) -> Path:
-    return Path(settings.demo_db) if settings.demo_db else Path(tempfile.gettempdir()) / "tasksync-demo.sqlite3"
-
-
 class TaskTable:
     """The demo's tasks in SQLite. Each request opens its own short-lived connection, and every
     SQLite call runs in a worker thread, so none blocks the event loop. The schema is created
@@ -107,6 +103,7 @@ class TaskTable:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._run_directory: tempfile.TemporaryDirectory[str] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.executescript(_SCHEMA)
@@ -115,6 +112,18 @@ class TaskTable:
             # `demo-1-v1` must not be taken for a duplicate of the old one's by the broker's dedupe.
             self.instance: str = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()[0]
         self._write_lock = asyncio.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> TaskTable:
+        """The `demo_db` file, or a database of this run alone: several development servers on
+        one machine then never share tasks, and nothing is left behind."""
+        if settings.demo_db:
+            return cls(Path(settings.demo_db))
+        directory = tempfile.TemporaryDirectory(prefix="tasksync-demo-")
+        table = cls(Path(directory.name) / "tasks.sqlite3")
+        # Removed with the table, at the latest when the process exits.
+        table._run_directory = directory
+        return table
 
     def _connect(self) -> sqlite3.Connection:
         # IMMEDIATE: a write transaction takes the write lock at BEGIN, so two processes sharing
@@ -355,7 +364,7 @@ async def demo_index() -> Response:
 def demo_route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
     """The demo page at `/`, its hashed assets under `/assets` and the tasks API. Mount these in
     development mode only: the API trusts `?user_id=` like development auth does."""
-    tasks = TaskTable(demo_db_path(settings))
+    tasks = TaskTable.for_settings(settings)
     if (DEMO_DIST / "index.html").is_file():
         log.warning("DEVELOPMENT MODE: demo app at / (%s), its tasks in %s", DEMO_DIST, tasks.path)
     else:

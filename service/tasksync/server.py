@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
 from types import FrameType
 from typing import Any
 
@@ -23,14 +25,27 @@ log = logging.getLogger("tasksync.server")
 class DrainingServer(uvicorn.Server):
     """uvicorn closes every WebSocket at once with 1012 when told to exit. On the first SIGTERM
     this server drains first (see Service.drain), then lets uvicorn finish; a second signal
-    exits at once."""
+    exits at once. In development mode any signal stops it at once."""
 
     def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
         self.service = service
         self._drain_task: asyncio.Task[None] | None = None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            # Last of the startup lines, so the address is on screen once it answers.
+            log.info("%s", listening_message(self.service.settings, self.servers[0].sockets[0].getsockname()[1]))
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.service.settings.dev:
+            # Nothing to hand over on a developer's machine: no drain window. uvicorn would also
+            # re-raise the signal once stopped, which ends Ctrl-C in a KeyboardInterrupt
+            # traceback; a second signal stops waiting for open connections.
+            self.force_exit = self.should_exit
+            self.should_exit = True
+            return
         if sig == signal.SIGTERM and self._drain_task is None and not self.should_exit:
             loop = asyncio.get_event_loop()
             loop.call_soon_threadsafe(self._start_drain)
@@ -83,16 +98,52 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         # FORWARDED_ALLOW_IPS says) and loses the peer address that header auth must check;
         # forwarded_headers() applies it for the configured forwarders only and keeps the peer.
         "proxy_headers": False,
+        # Not uvicorn's own handlers and format: its loggers propagate to the root logger, which
+        # `tasksync serve` configures, so every line has one format.
+        "log_config": None,
     }
     options.update(overrides)
     app = forwarded_headers(create_app(service=service), settings.forwarded_allow_ips)
     return uvicorn.Config(app, **options)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The bound socket uvicorn will listen on. Bound before anything starts, so a port in use
+    is one plain error instead of a bind failure after the application has started."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise RuntimeError(
+                f"port {port} on {host} is already in use (another TaskSync or another server); "
+                f"pick another port: make demo PORT={port + 1}, or tasksync serve --port {port + 1}"
+            ) from None
+        raise RuntimeError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def listening_message(settings: Settings, port: int) -> str:
+    scheme = "https" if settings.tls_certfile else "http"
+    # A wildcard address is not one to open; the machine itself is.
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    if settings.dev:
+        return (
+            f"TaskSync demo: {scheme}://{host}:{port}/?user_id=alice "
+            "(open it in two tabs; ?user_id=bob is another user; Ctrl-C stops)"
+        )
+    return f"TaskSync listening on {scheme}://{host}:{port}"
+
+
 def run(settings: Settings) -> None:
+    sock = listening_socket(settings.host, settings.port)
     try:
         service = Service(settings)
     except PluginError as exc:
+        sock.close()
         raise RuntimeError(str(exc)) from exc
     quiet_client_protocol_errors()
-    DrainingServer(uvicorn_config(service), service).run()
+    DrainingServer(uvicorn_config(service), service).run(sockets=[sock])

@@ -128,8 +128,7 @@ TASK = '{"id": 1, "title": "x"}'
     ],
 )
 def test_a_command_line_to_fix_is_refused_before_anything_is_sent(args, phrases):
-    # Nothing listens on the default URL's port in a test run that matters here: the refusals
-    # come before any connection, so their exit is 2 and never a connection error.
+    # Refused before any connection: exit 2 whether or not anything listens on the default port.
     assert_one_line_error(run_cli(*args), 2, *phrases)
 
 

@@ -6,10 +6,15 @@ version that grows on every write; bad input is refused with a reason the caller
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shlex
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from litestar.testing import TestClient
 
@@ -21,6 +26,7 @@ from tests.service.test_delivery import next_update
 from tests.support.events import payload
 
 JSON = {"content-type": "application/json"}
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -210,3 +216,74 @@ def test_nothing_of_the_demo_is_served_outside_development_mode(start_service, t
     assert httpx.get(service.http + "/").status_code == 404
     assert httpx.get(tasks_url(service, "alice")).status_code == 404
     assert httpx.post(tasks_url(service, "alice"), json={"title": "x"}).status_code == 404
+
+
+def test_each_run_has_its_own_database_removed_when_it_stops(start_service):
+    first = start_service("--dev")
+    task = httpx.post(tasks_url(first, "alice"), json={"title": "first run's"}).json()
+    second = start_service("--dev")
+    assert httpx.get(tasks_url(second, "alice")).json() == []
+    assert httpx.get(tasks_url(first, "alice")).json() == [task]
+    database = Path(re.search(r"its tasks in (\S+)", first.log()).group(1))
+    assert database.is_file()
+    first.stop()
+    assert not database.exists() and not database.parent.exists()
+
+
+def readme_try_it() -> list[str]:
+    """The shell lines of the README's "Try it" block."""
+    section = README.read_text().split("## Try it", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def curl_as_request(line: str, base_url: str) -> httpx.Request:
+    """The request a README `curl -X METHOD URL -H HEADER -d BODY` line sends."""
+    words = shlex.split(line.replace("http://127.0.0.1:8005", base_url))
+    assert words[0] == "curl", line
+    method, headers, body, url = "GET", {}, None, None
+    options = iter(words[1:])
+    for word in options:
+        if word == "-X":
+            method = next(options)
+        elif word == "-H":
+            name, value = next(options).split(":", 1)
+            headers[name.strip()] = value.strip()
+        elif word == "-d":
+            body = next(options).encode()
+        else:
+            assert url is None and word.startswith("http"), f"an option this test does not know: {word}"
+            url = word
+    return httpx.Request(method, url, headers=headers, content=body)
+
+
+async def test_the_readme_try_it_example_works_end_to_end(start_service):
+    """The README's commands against a fresh demo, as a new user runs them: `tail` prints the
+    task's creation and completion, and the task stays in the demo's API, editable."""
+    demo = start_service("--dev")
+    tail_line, *curl_lines = readme_try_it()
+    assert tail_line.startswith(".venv/bin/tasksync tail ") and curl_lines
+    tail_args = shlex.split(tail_line)[1:] + ["--url", demo.http, "--no-reconnect"]
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tasksync.cli", *tail_args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(30):
+            assert msgspec.json.decode(await tail.stdout.readline())["type"] == "connected"
+            async with httpx.AsyncClient() as http:
+                for line in curl_lines:
+                    response = await http.send(curl_as_request(line, demo.http))
+                    assert response.status_code < 300, f"{line}: {response.status_code} {response.text}"
+            updates = []
+            while len(updates) < len(curl_lines):
+                frame = msgspec.json.decode(await tail.stdout.readline())
+                if frame["type"] == "task_update":
+                    updates.append(frame)
+    finally:
+        tail.terminate()
+        await tail.wait()
+    assert [(u["event"], u["task"]["id"]) for u in updates] == [("task.created", 1), ("task.completed", 1)]
+    listed = httpx.get(tasks_url(demo, "alice")).json()
+    assert [(t["id"], t["title"], t["completed"], t["version"]) for t in listed] == [(1, "Write docs", True, 2)]
+    # Still editable after the example, as in the page.
+    assert httpx.patch(tasks_url(demo, "alice", 1), json={"title": "Write more docs"}).status_code == 200
