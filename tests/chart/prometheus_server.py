@@ -12,7 +12,7 @@ import httpx
 import yaml
 
 from tests.support.servers import free_port
-from tests.support.waiting import wait_until
+from tests.support.processes import read_log, start_until_ready, stop_process
 
 SCRAPE_INTERVAL = "1s"
 
@@ -49,24 +49,21 @@ class PrometheusServer:
         }
         config_path = self.directory / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config))
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={self.directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(self._ready, timeout=30, what=f"prometheus on port {self.port} (log: {self.log_path})")
+        self.process = start_until_ready(
+            [
+                self.binary,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            name=f"prometheus on port {self.port}",
+            ready=self._ready,
+            log_path=self.log_path,
+            timeout=30,
+        )
         return self
 
     def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log()}")
         try:
             return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -81,13 +78,7 @@ class PrometheusServer:
         return body["data"]["result"]
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return read_log(self.log_path)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, name=f"prometheus on port {self.port}")

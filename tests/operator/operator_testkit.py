@@ -10,6 +10,7 @@ admission plugin, so the tests also prove that the documented RBAC is enough.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -19,16 +20,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
+from tests.support import waiting
 from tests.support.servers import free_port
 from tests.support.tls import write_self_signed
 
@@ -48,8 +49,6 @@ LEASE_NAME = "tasksync-operator"
 # The ValidatingAdmissionPolicy (and its binding) holding the operator's user to
 # tasksync_operator.rbac.configmap_write_policy.
 CONFIGMAP_POLICY = "tasksync-operator-configmaps"
-
-T = TypeVar("T")
 
 
 def ensure_binaries() -> dict[str, str]:
@@ -211,21 +210,8 @@ def wait_http_ok(url: str, *, deadline_seconds: float) -> None:
         time.sleep(0.1)
 
 
-async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.1) -> T:
-    """Await `probe` until it stops raising AssertionError; return its result.
-
-    The way to wait for a controller: poll the observable outcome against a deadline instead
-    of sleeping a fixed time and hoping.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await probe()
-        except AssertionError as exc:
-            if loop.time() >= deadline:
-                raise AssertionError(f"not within {timeout}s: {exc}") from exc
-        await asyncio.sleep(interval)
+# Controller outcomes are probes made of asserts, given longer than the service's, polled less often.
+eventually = functools.partial(waiting.eventually, timeout=30.0, interval=0.1, truthy=False)
 
 
 def tss(name: str, **spec: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ takes a snapshot (SAVE), which a restart then loads: Redis is back as it was at 
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import redis
 
+from .processes import start_until_ready, stop_process
 from .servers import free_port
-from .waiting import wait_until
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: run scripts/ensure-test-deps.sh"
-        self.process = subprocess.Popen(
+        self.process = start_until_ready(
             [
                 binary,
                 "--port", str(self.port),
@@ -44,10 +45,11 @@ class RedisServer:
                 "--save", "",
                 "--protected-mode", "no",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            name=f"redis-server on port {self.port}",
+            ready=self.ping,
+            log_path=self.directory / "redis-server.log",
+            timeout=15,
         )
-        wait_until(self.ping, timeout=15, what=f"redis-server on port {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -62,14 +64,10 @@ class RedisServer:
         return self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        stop_process(self.process, name=f"redis-server on port {self.port}", timeout=10)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, name=f"redis-server on port {self.port}", sig=signal.SIGKILL, timeout=10)
 
     def cleanup(self) -> None:
         self.stop()

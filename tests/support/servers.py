@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from .waiting import wait_until
+from .processes import read_log, start_until_ready, stop_process
 
 
 def free_port() -> int:
@@ -49,32 +49,24 @@ class ServiceProcess:
         env["TASKSYNC_DRAIN_WINDOW"] = "1"
         env.update(self.env)
         cmd = [sys.executable, "-m", "tasksync.cli", "serve", "--port", str(self.port), *self.args]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        if wait_ready:
-            wait_until(self._healthy, timeout=30, what=f"tasksync on port {self.port} (log: {self.log_path})")
+        self.process = start_until_ready(
+            cmd,
+            name=f"tasksync on port {self.port}",
+            ready=self._healthy if wait_ready else None,
+            log_path=self.log_path,
+            timeout=30,
+            env=env,
+        )
         return self
 
     def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"tasksync exited with {self.process.returncode}:\n{self.log()}")
         try:
             return httpx.get(self.http + "/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        return read_log(self.log_path)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            # Shown with the test's output if it fails: a service that ignores SIGTERM is a bug.
-            print(f"tasksync on port {self.port} did not exit {timeout}s after signal {sig}; killed")
-            return self.process.wait(5)
+        return stop_process(self.process, name=f"tasksync on port {self.port}", sig=sig, timeout=timeout)

@@ -11,9 +11,16 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+    probe: Callable[[], Awaitable[T] | T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+    truthy: bool = True,
 ) -> T:
-    """Call `probe` until it returns a truthy value; fail with `what` after `timeout` seconds."""
+    """Call `probe` (plain or async) until it returns a truthy value, or with `truthy=False`
+    until it returns at all (a probe made of asserts); an AssertionError from it means "not
+    yet". Fail with `what` and the last answer after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -21,7 +28,7 @@ async def eventually(
             result = probe()
             if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
                 result = await result  # type: ignore[misc]
-            if result:
+            if result or not truthy:
                 return result  # type: ignore[return-value]
             last = result
         except AssertionError as exc:
