@@ -4,13 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=()
-command -v redis-server >/dev/null || apt_packages+=(redis-server)
-if ((${#apt_packages[@]})); then
-  echo "installing Debian packages: ${apt_packages[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+# shellcheck source=scripts/debian-packages.sh
+source scripts/debian-packages.sh
+
+if ! command -v redis-server >/dev/null; then
+  echo "installing Debian's redis-server"
+  install_server_package redis-server redis-server
 fi
 
 make -s venv

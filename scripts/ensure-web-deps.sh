@@ -46,24 +46,9 @@ if [[ ! -f $built ]] || [[ -n $(find "${inputs[@]}" -newer "$built" -print -quit
   (cd "$web" && npm run --silent build:demo -- --logLevel warn)
 fi
 
-# apt-get that waits (up to 10 minutes) while another apt or dpkg run holds its locks, instead
-# of failing the way a plain apt-get does.
-apt_get() {
-  local deadline=$((SECONDS + 600)) output
-  until output=$(apt-get -o DPkg::Lock::Timeout=60 "$@" 2>&1); do
-    if [[ $output != *"Could not get lock"* && $output != *"Unable to lock"* ]] || ((SECONDS >= deadline)); then
-      printf '%s\n' "$output" >&2
-      return 1
-    fi
-    echo "ensure-web-deps: waiting for another apt/dpkg run to finish"
-    sleep 5
-  done
-}
-
 if $browser && [[ ! -x /usr/bin/chromium ]]; then
   echo "ensure-web-deps: installing Debian's chromium for the browser test"
-  export DEBIAN_FRONTEND=noninteractive
-  # The package lists may be missing or stale on a fresh machine.
-  apt_get update -qq
-  apt_get install -y -qq chromium >/dev/null
+  # shellcheck source=scripts/debian-packages.sh
+  source scripts/debian-packages.sh
+  install_packages chromium
 fi
