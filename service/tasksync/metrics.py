@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from importlib.metadata import version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     HistogramMetricFamily,
@@ -68,6 +77,18 @@ class LoopHistogram(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        # The process_* (CPU, memory, open files), python_info and python_gc_* series an
+        # operator expects of any Python service; the registry is per app, so not the defaults.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "tasksync_build_info",
+            "Always 1; `version` is the running TaskSync package's version.",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(version("tasksync")).set(1)
         self.connections_active = Gauge(
             "tasksync_connections_active", "Live WebSocket connections in this process.", registry=r
         )

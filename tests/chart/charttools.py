@@ -165,9 +165,10 @@ def dashboard_queries() -> list[DashboardQuery]:
     ]
 
 
-# What Grafana sends in place of the dashboard's variables when a namespace and every pod are
-# selected; `$__rate_interval` is at least four scrape intervals.
-DASHBOARD_VARIABLES = {"namespace": NAMESPACE, "pod": ".*", "__rate_interval": "1m"}
+# What Grafana sends in place of the dashboard's variables when a namespace, the release's job
+# (its Service's name, which for release "tasksync" is "tasksync") and every pod are selected;
+# `$__rate_interval` is at least four scrape intervals.
+DASHBOARD_VARIABLES = {"namespace": NAMESPACE, "job": RELEASE, "pod": ".*", "__rate_interval": "1m"}
 
 # A Grafana variable: $name or ${name}.
 GRAFANA_VARIABLE = re.compile(r"\$\{?(\w+)\}?")

@@ -23,8 +23,9 @@ from tests.chart.charttools import (
 )
 from tests.support.servers import ServiceProcess
 
-METRIC_NAME = re.compile(r"\btasksync_[a-z_]+\b")
-SELECTOR = re.compile(r"\btasksync_[a-z_]+\{([^}]*)\}")
+# TaskSync's own series, and the process_* and python_* ones prometheus_client adds.
+METRIC_NAME = re.compile(r"\b(?:tasksync|process|python)_[a-z_]+\b")
+SELECTOR = re.compile(r"\b(?:tasksync|process|python)_[a-z_]+\{([^}]*)\}")
 
 
 def exposed_names(exposition: str) -> set[str]:
@@ -57,24 +58,41 @@ def exposition() -> Iterator[str]:
         service.stop()
 
 
-def test_the_dashboard_has_datasource_namespace_and_pod_variables() -> None:
+def test_the_dashboard_has_datasource_namespace_job_and_pod_variables() -> None:
     variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["namespace"]["type"] == "query"
+    # The ServiceMonitor's job label is the release's Service name: one release at a time, and
+    # only the pods of that release to choose from.
+    assert variables["job"]["type"] == "query"
+    assert not variables["job"]["multi"] and not variables["job"]["includeAll"]
+    assert variables["job"]["definition"].endswith(", job)")
+    assert 'job=~"$job"' in variables["pod"]["definition"]
     assert variables["pod"]["multi"] and variables["pod"]["includeAll"]
     for panel in dashboard()["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
 
 
-def test_every_panel_query_is_scoped_by_the_namespace_and_pod_variables() -> None:
+def test_every_panel_query_is_scoped_by_the_namespace_job_and_pod_variables() -> None:
     for query in dashboard_queries():
         selectors = SELECTOR.findall(query.expr)
         assert selectors, query.panel
         for matchers in selectors:
             assert 'namespace=~"$namespace"' in matchers, query.panel
+            assert 'job=~"$job"' in matchers, query.panel
             assert 'pod=~"$pod"' in matchers, query.panel
+
+
+def test_the_dashboard_shows_cpu_memory_open_files_and_versions() -> None:
+    queried = {name for q in dashboard_queries() for name in METRIC_NAME.findall(q.expr)}
+    assert {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "tasksync_build_info",
+    } <= queried
 
 
 def test_every_dashboard_expression_is_valid_promql(tools: Tools, tmp_path: Path) -> None:
@@ -98,7 +116,7 @@ def test_dashboard_and_alerts_query_only_metrics_the_service_exposes(helm: Helm,
     exposed = exposed_names(exposition)
     expressions = [q.expr for q in dashboard_queries()] + variable_queries() + alert_expressions(helm)
     queried = {name for expr in expressions for name in METRIC_NAME.findall(expr)}
-    assert queried, "no tasksync_ metric found in any expression"
+    assert queried, "no metric found in any expression"
     assert queried - exposed == set()
 
 
