@@ -25,7 +25,7 @@ log = logging.getLogger("tasksync.server")
 class DrainingServer(uvicorn.Server):
     """uvicorn closes every WebSocket at once with 1012 when told to exit. On the first SIGTERM
     this server drains first (see Service.drain), then lets uvicorn finish; a second signal
-    exits at once. In development mode any signal stops it at once."""
+    exits at once. In development mode the drain window is 0 unless set (see load_settings)."""
 
     def __init__(self, config: uvicorn.Config, service: Service) -> None:
         super().__init__(config)
@@ -39,13 +39,6 @@ class DrainingServer(uvicorn.Server):
             log.info("%s", listening_message(self.service.settings, self.servers[0].sockets[0].getsockname()[1]))
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.service.settings.dev:
-            # Nothing to hand over on a developer's machine: no drain window. uvicorn would also
-            # re-raise the signal once stopped, which ends Ctrl-C in a KeyboardInterrupt
-            # traceback; a second signal stops waiting for open connections.
-            self.force_exit = self.should_exit
-            self.should_exit = True
-            return
         if sig == signal.SIGTERM and self._drain_task is None and not self.should_exit:
             loop = asyncio.get_event_loop()
             loop.call_soon_threadsafe(self._start_drain)

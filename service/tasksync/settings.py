@@ -31,7 +31,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc(
             "Development mode: the user comes from the user_id query parameter, /v1/events is open "
             "when no API key is set, the demo app is served, and SIGTERM or Ctrl-C stops the service at "
-            "once, without a drain. Never in production."
+            "once (see drain_window). Never in production."
         ),
     ] = False
     demo_db: Annotated[
@@ -66,7 +66,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         ),
     ] = 10.0
     drain_window: Annotated[
-        float, _doc("On SIGTERM, seconds over which live sockets are closed with 1012, spread evenly.", ge=0)
+        float,
+        _doc(
+            "On SIGTERM, seconds over which live sockets are closed with 1012, spread evenly; when not set in "
+            "development mode, 0: a developer's server stops at once.",
+            ge=0,
+        ),
     ] = 10.0
     drain_grace: Annotated[
         float,
@@ -239,6 +244,11 @@ def load_settings(
     merged.update(env_values(Settings, environ, ENV_PREFIX))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ValueError(f"invalid setting: {exc}") from exc
+    if settings.dev and "drain_window" not in merged:
+        # Nobody waits for a developer's server to hand its sockets over; a window set explicitly
+        # brings the drain back, to try it in development.
+        settings = msgspec.structs.replace(settings, drain_window=0.0)
+    return settings
