@@ -13,6 +13,8 @@ discovery itself, every `dapr_poll_interval` until the API is served, and notice
   Dapr is installed, Ready turns False when it is uninstalled.
 - In between, a watch on the Subscriptions the operator manages puts each hand edit or deletion
   right at once, with a `DriftRepaired` event.
+- The same resync gives each limits ConfigMap its target's Deployment as owner when the
+  Deployment was created after the ConfigMap (reconcile.adopt_limits): no event announces that.
 
 None of this puts a finalizer on anything (unlike a kopf timer or daemon, which would): deleting
 a TaskSyncSubscription never needs the operator.
@@ -24,7 +26,7 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, NoReturn
 
 import aiohttp
@@ -41,6 +43,7 @@ from tasksync_operator.model import (
     MANAGED_BY_LABEL,
     SUBSCRIPTION_SOURCE_LABEL,
     TSS_PLURAL,
+    PolicySource,
     SubscriptionSource,
 )
 
@@ -53,6 +56,7 @@ API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError)
 NAMESPACE_PATTERN = re.compile(r"[*?\[!,]")
 
 SourceIndex = Mapping[tuple[str, str], Iterable[SubscriptionSource]]
+PolicyIndex = Mapping[tuple[str, str], Iterable[PolicySource]]
 
 
 def watch_scopes(namespaces: Sequence[str]) -> list[str | None]:
@@ -79,12 +83,16 @@ class DriftGuard:
         *,
         api: client.ApiClient,
         sources: SourceIndex,
+        policies: PolicyIndex,
+        limits_locks: MutableMapping[tuple[str, str], asyncio.Lock],
         namespaces: Sequence[str],
         resync_interval: float,
         poll_interval: float,
     ) -> None:
         self.api = api
         self.sources = sources
+        self.policies = policies
+        self.limits_locks = limits_locks
         self.scopes = watch_scopes(namespaces)
         self.resync_interval = resync_interval
         self.poll_interval = poll_interval
@@ -123,11 +131,22 @@ class DriftGuard:
         written = 0
         for source in sources:
             written += await self.reconcile(source)
+        adopted = 0
+        for namespace, target in list(self.policies):  # a snapshot, as above
+            try:
+                adopted += await reconcile.adopt_limits(
+                    api=self.api, namespace=namespace, target=target, locks=self.limits_locks, logger=logger
+                )
+            except API_ERRORS as exc:
+                # A 409 too: whoever wrote the ConfigMap caused an event that reconciles it.
+                logger.warning("cannot give the limits ConfigMap of %s/%s its owner: %s", namespace, target, exc)
         logger.info(
-            "resync: %d TaskSyncSubscriptions checked, %d Subscriptions written",
+            "resync: %d TaskSyncSubscriptions checked, %d Subscriptions written, "
+            "%d limits ConfigMaps handed to their Deployment",
             len(sources),
             written,
-            extra={"checked": len(sources), "written": written},
+            adopted,
+            extra={"checked": len(sources), "written": written, "adopted": adopted},
         )
 
     async def reconcile(self, source: SubscriptionSource, *, drifted: bool = False) -> bool:

@@ -44,7 +44,11 @@ ANNOTATION_PREFIX = "operator.tasksync.io"
 
 @kopf.on.startup()
 async def configure(
-    settings: kopf.OperatorSettings, memo: kopf.Memo, subscription_sources: kopf.Index, **_: Any
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    subscription_sources: kopf.Index,
+    policy_sources: kopf.Index,
+    **_: Any,
 ) -> None:
     # `tasksync-operator` passes its config; `kopf run -m tasksync_operator.handlers` gets defaults.
     memo.setdefault("config", OperatorConfig())
@@ -68,6 +72,8 @@ async def configure(
     guard = drift.DriftGuard(
         api=memo.api,
         sources=subscription_sources,
+        policies=policy_sources,
+        limits_locks=memo.limits_locks,
         namespaces=config.namespaces,
         resync_interval=config.resync_interval,
         poll_interval=config.dapr_poll_interval,

@@ -1,7 +1,8 @@
 """The few Kubernetes API calls the handlers make, over kubernetes_asyncio, returning plain dicts.
 
 kopf watches and patches the objects it handles; everything else (Dapr Subscriptions, the
-limits ConfigMaps, the status of sibling policies) goes through here. Credentials come from one
+limits ConfigMaps and the Deployments that own them, the status of sibling policies) goes
+through here. Credentials come from one
 place, `load_configuration`, and kopf logs in with the same ones (see handlers.login).
 """
 
@@ -120,6 +121,16 @@ async def read_configmap(api: client.ApiClient, namespace: str, name: str) -> di
             return None
         raise
     return api.sanitize_for_serialization(configmap)
+
+
+async def read_deployment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    except ApiException as exc:
+        if _not_found(exc):
+            return None
+        raise
+    return api.sanitize_for_serialization(deployment)
 
 
 async def write_configmap(

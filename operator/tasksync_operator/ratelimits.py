@@ -120,15 +120,48 @@ def read_limits_file(configmap: Mapping[str, Any] | None) -> LimitsFile | None:
     return decode_limits_file(raw.encode())
 
 
-def render_configmap(namespace: str, target: str, limits_file: LimitsFile) -> dict[str, Any]:
+def deployment_owner(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference that hands a limits ConfigMap to its target's Deployment.
+
+    The garbage collector then deletes the ConfigMap with the Deployment (`helm uninstall`).
+    Not a controller reference, and blocking nothing: the ConfigMap must never hold up the
+    Deployment's deletion, and blocking would need update on the Deployment's finalizers.
+    """
+    meta = deployment["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+
+
+def lacks_owner(configmap: Mapping[str, Any] | None, owner: Mapping[str, Any] | None) -> bool:
+    """True when an existing ConfigMap does not name `owner` (also when it names an earlier
+    Deployment of the same name, which has another uid)."""
+    if configmap is None or owner is None:
+        return False
+    references = (configmap.get("metadata") or {}).get("ownerReferences") or []
+    return all(reference.get("uid") != owner["uid"] for reference in references)
+
+
+def render_configmap(
+    namespace: str, target: str, limits_file: LimitsFile, *, owner: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The limits ConfigMap; `owner` (from deployment_owner) when the target's Deployment exists."""
+    metadata: dict[str, Any] = {
+        "name": configmap_name(target),
+        "namespace": namespace,
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, LIMITS_TARGET_LABEL: target},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [dict(owner)]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": configmap_name(target),
-            "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, LIMITS_TARGET_LABEL: target},
-        },
+        "metadata": metadata,
         "data": {CONFIGMAP_KEY: encode_limits_file(limits_file).decode()},
     }
 

@@ -79,9 +79,18 @@ RULES: tuple[Rule, ...] = (
     Rule(
         api_group="",
         resources=("configmaps",),
-        verbs=("get", "list", "watch", "create", "update"),
+        verbs=("get", "list", "watch", "create", "update", "delete"),
         reason="read and write the limits ConfigMaps (update with a resourceVersion precondition); "
-        "the watch triggers drift repair",
+        "the watch triggers drift repair. The operator deletes none: the "
+        "OwnerReferencesPermissionEnforcement admission plugin lets only who may delete a "
+        "ConfigMap add its ownerReference to the Deployment",
+    ),
+    Rule(
+        api_group="apps",
+        resources=("deployments",),
+        verbs=("get",),
+        reason="read the Deployment a limits ConfigMap is for (named after its target), to make it "
+        "the ConfigMap's owner: the garbage collector deletes the ConfigMap with the Deployment",
     ),
     Rule(
         api_group="",
@@ -132,9 +141,13 @@ def configmap_write_policy(username: str) -> dict[str, Any]:
     for a ClusterRole): the names of the limits ConfigMaps follow from RateLimitPolicies created
     later, so no `resourceNames` can list them. The policy holds that user to what the operator
     writes: ConfigMaps labelled as its own, named after their target, and never one it did not
-    create.
+    create, and never one it did not create: taking one over or deleting it (RBAC must grant
+    delete for the ownerReference, see RULES; the operator itself deletes nothing). An
+    ownerReference may name only the target's Deployment.
     """
     has_target = f"has(object.metadata.labels) && '{LIMITS_TARGET_LABEL}' in object.metadata.labels"
+    # DELETE has no `object`, only the `oldObject` being deleted.
+    writing = "request.operation == 'DELETE' || "
     return {
         "failurePolicy": "Fail",
         "matchConstraints": {
@@ -142,7 +155,7 @@ def configmap_write_policy(username: str) -> dict[str, Any]:
                 {
                     "apiGroups": [""],
                     "apiVersions": ["v1"],
-                    "operations": ["CREATE", "UPDATE"],
+                    "operations": ["CREATE", "UPDATE", "DELETE"],
                     "resources": ["configmaps"],
                 }
             ]
@@ -152,20 +165,28 @@ def configmap_write_policy(username: str) -> dict[str, Any]:
         ],
         "validations": [
             {
-                "expression": _labelled("object", MANAGED_BY_LABEL, MANAGED_BY),
+                "expression": f"{writing}({_labelled('object', MANAGED_BY_LABEL, MANAGED_BY)})",
                 "message": "the TaskSync operator writes only ConfigMaps labelled "
                 f"{MANAGED_BY_LABEL}={MANAGED_BY}",
             },
             {
-                "expression": f"{has_target} && object.metadata.name == "
-                f"object.metadata.labels['{LIMITS_TARGET_LABEL}'] + '{CONFIGMAP_SUFFIX}'",
+                "expression": f"{writing}({has_target} && object.metadata.name == "
+                f"object.metadata.labels['{LIMITS_TARGET_LABEL}'] + '{CONFIGMAP_SUFFIX}')",
                 "message": "the TaskSync operator writes only limits ConfigMaps: "
                 f"<target>{CONFIGMAP_SUFFIX}, labelled {LIMITS_TARGET_LABEL}=<target>",
             },
             {
-                "expression": "request.operation != 'UPDATE' || "
+                "expression": f"{writing}!has(object.metadata.ownerReferences) || ({has_target} && "
+                "object.metadata.ownerReferences.all(r, r.apiVersion == 'apps/v1' && "
+                f"r.kind == 'Deployment' && r.name == object.metadata.labels['{LIMITS_TARGET_LABEL}']))",
+                "message": "the TaskSync operator gives a limits ConfigMap no owner but its "
+                "target's Deployment",
+            },
+            {
+                "expression": "request.operation == 'CREATE' || "
                 f"({_labelled('oldObject', MANAGED_BY_LABEL, MANAGED_BY)})",
-                "message": "the TaskSync operator never takes over a ConfigMap it did not create",
+                "message": "the TaskSync operator never takes over or deletes a ConfigMap it did "
+                "not create",
             },
         ],
     }

@@ -16,6 +16,7 @@ import kopf
 import msgspec
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+from tasksync.limits import LimitsFile
 
 from tasksync_operator import conditions, kube, ratelimits, subscriptions
 from tasksync_operator.model import RLP_PLURAL, PolicySource, SubscriptionSource
@@ -102,6 +103,8 @@ async def reconcile_limits(
     is serialised: handlers of sibling policies run concurrently and must not race on the file.
     `reported` remembers the status last written to each policy (by uid): the index learns of
     our own status writes only later, and a stale copy must not make us skip a needed write.
+    The ConfigMap is owned by the target's Deployment once it exists, even if the limits are
+    unchanged (see limits_owner).
     """
     async with locks[(namespace, target)]:
         known = list(policies)
@@ -134,11 +137,12 @@ async def reconcile_limits(
                 "merged limits refused; the ConfigMap keeps the previous generation",
                 extra={"target": target, "generation": in_force, "error": problem},
             )
+        owner = await limits_owner(api, namespace, target)
         if new_file is not None:
             resource_version = configmap["metadata"]["resourceVersion"] if configmap else None
             await kube.write_configmap(
                 api,
-                ratelimits.render_configmap(namespace, target, new_file),
+                ratelimits.render_configmap(namespace, target, new_file, owner=owner),
                 resource_version=resource_version,
             )
             in_force = new_file.generation
@@ -151,6 +155,8 @@ async def reconcile_limits(
                     "sources": new_file.sources,
                 },
             )
+        elif configmap is not None and current is not None and ratelimits.lacks_owner(configmap, owner):
+            await _hand_over(api, namespace, target, configmap, current, owner, logger)
 
         at = conditions.now()
         for policy in live:
@@ -172,3 +178,63 @@ async def reconcile_limits(
                     reason=ratelimits.REASON_APPLIED,
                     message=f"limits generation {in_force} written to ConfigMap {name}",
                 )
+
+
+async def limits_owner(api: ApiClient, namespace: str, target: str) -> dict[str, Any] | None:
+    """The ownerReference to the target's Deployment, None while there is no such Deployment.
+
+    The chart names the instance's Deployment after the target (its fullname), and mounts
+    `<target>-limits`: owned by the Deployment, the ConfigMap goes with it on `helm uninstall`.
+    """
+    deployment = await kube.read_deployment(api, namespace, target)
+    return ratelimits.deployment_owner(deployment) if deployment is not None else None
+
+
+async def _hand_over(
+    api: ApiClient,
+    namespace: str,
+    target: str,
+    configmap: dict[str, Any],
+    current: LimitsFile,
+    owner: dict[str, Any] | None,
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> None:
+    """Rewrite the file in force unchanged, now owned by the Deployment (created after it)."""
+    await kube.write_configmap(
+        api,
+        ratelimits.render_configmap(namespace, target, current, owner=owner),
+        resource_version=configmap["metadata"]["resourceVersion"],
+    )
+    logger.info(
+        "limits ConfigMap handed to its Deployment",
+        extra={"target": target, "configmap": configmap["metadata"]["name"], "generation": current.generation},
+    )
+
+
+async def adopt_limits(
+    *,
+    api: ApiClient,
+    namespace: str,
+    target: str,
+    locks: MutableMapping[tuple[str, str], asyncio.Lock],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> bool:
+    """Give the limits ConfigMap of `target` its Deployment as owner if it lacks it; True if so.
+
+    The periodic resync's share of the limits: nothing announces a Deployment created after its
+    ConfigMap (the operator does not watch Deployments). Only the owner changes; the limits are
+    reconciled by the policy and ConfigMap events, and an unreadable file is theirs to replace.
+    """
+    async with locks[(namespace, target)]:
+        configmap = await kube.read_configmap(api, namespace, ratelimits.configmap_name(target))
+        try:
+            current = ratelimits.read_limits_file(configmap)
+        except ValueError:
+            return False
+        if configmap is None or current is None:
+            return False
+        owner = await limits_owner(api, namespace, target)
+        if not ratelimits.lacks_owner(configmap, owner):
+            return False
+        await _hand_over(api, namespace, target, configmap, current, owner, logger)
+        return True

@@ -86,7 +86,7 @@ async def test_the_operator_cannot_take_over_a_configmap_it_did_not_create(kube,
     theirs.data = {"limits.yaml": "ours"}
     with pytest.raises(ApiException) as refused:
         await client.CoreV1Api(operator_kube).replace_namespaced_config_map("orders-limits", confined, theirs)
-    assert "never takes over a ConfigMap it did not create" in refusal(refused.value)
+    assert "never takes over or deletes a ConfigMap it did not create" in refusal(refused.value)
     untouched = await client.CoreV1Api(kube).read_namespaced_config_map("orders-limits", confined)
     assert untouched.data == {"limits.yaml": "theirs"}
 
@@ -104,3 +104,35 @@ async def test_the_operator_cannot_strip_its_label(operator_kube, confined):
 
 async def test_the_policy_binds_the_operator_only(kube, confined):
     await client.CoreV1Api(kube).create_namespaced_config_map(confined, configmap("app-settings"))
+
+
+def owner(name: str) -> dict[str, Any]:
+    uid = "0c5b5f43-7f3e-4d3c-9d2b-1a2b3c4d5e6f"
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": uid}
+
+
+async def test_the_operator_hands_its_configmap_to_its_targets_deployment(operator_kube, confined):
+    core = client.CoreV1Api(operator_kube)
+    created = await core.create_namespaced_config_map(
+        confined, configmap("orders-limits", {**OURS, LIMITS_TARGET_LABEL: "orders"})
+    )
+    # An update adding the ownerReference: the admission plugin wants delete rights for it.
+    body = operator_kube.sanitize_for_serialization(created)
+    body["metadata"]["ownerReferences"] = [owner("orders")]
+    replaced = await core.replace_namespaced_config_map("orders-limits", confined, body)
+    assert [reference.name for reference in replaced.metadata.owner_references] == ["orders"]
+
+
+async def test_the_operator_gives_no_other_owner(operator_kube, confined):
+    body = configmap("orders-limits", {**OURS, LIMITS_TARGET_LABEL: "orders"})
+    body["metadata"]["ownerReferences"] = [owner("payments")]
+    with pytest.raises(ApiException) as refused:
+        await client.CoreV1Api(operator_kube).create_namespaced_config_map(confined, body)
+    assert "no owner but its target's Deployment" in refusal(refused.value)
+
+
+async def test_the_operator_deletes_no_configmap_it_did_not_create(kube, operator_kube, confined):
+    await client.CoreV1Api(kube).create_namespaced_config_map(confined, configmap("app-settings", data="theirs"))
+    with pytest.raises(ApiException) as refused:
+        await client.CoreV1Api(operator_kube).delete_namespaced_config_map("app-settings", confined)
+    assert "never takes over or deletes a ConfigMap it did not create" in refusal(refused.value)

@@ -6,6 +6,7 @@ tests cover the whole path from a policy to the limits the service would enforce
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pytest
@@ -239,3 +240,68 @@ async def test_hand_edited_configmap_is_repaired_with_a_higher_generation(kube, 
         return again
 
     assert (await eventually(recreated)).limits == original.limits
+
+
+def deployment(name: str) -> dict[str, Any]:
+    """The TaskSync instance's Deployment, as the chart names it: after the policies' target."""
+    labels = {"app.kubernetes.io/instance": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "tasksync", "image": "tasksync:test"}]},
+            },
+        },
+    }
+
+
+async def limits_owners(kube: client.ApiClient, namespace: str, target: str = "tasksync") -> list[dict[str, Any]]:
+    configmap = await client.CoreV1Api(kube).read_namespaced_config_map(f"{target}-limits", namespace)
+    return kube.sanitize_for_serialization(configmap)["metadata"].get("ownerReferences") or []
+
+
+def owned_by(created: client.V1Deployment) -> list[dict[str, Any]]:
+    """What the garbage collector needs to delete the ConfigMap with the Deployment (this API
+    server runs no garbage collector: tests/cluster proves the deletion itself)."""
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": created.metadata.name,
+            "uid": created.metadata.uid,
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+async def test_the_limits_configmap_is_owned_by_the_targets_deployment(kube, namespace):
+    created = await client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment("tasksync"))
+    await create_policy(kube, namespace, policy("only", {"maxFrameBytes": 8192}))
+    await wait_policy(kube, namespace, "only")
+    assert await limits_owners(kube, namespace) == owned_by(created)
+
+
+async def test_a_deployment_created_after_its_configmap_owns_it_from_the_next_resync(kube, operator_process):
+    """Policies may come before the instance; nothing announces the Deployment to the operator,
+    so the periodic resync hands the ConfigMap over, with its limits untouched."""
+    namespace = f"adopt-{secrets.token_hex(4)}"  # outside the session operator's namespaces
+    await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
+    operator = operator_process(namespace, "--resync-interval=1")
+    await operator.wait_live()
+    await create_policy(kube, namespace, policy("early", {"maxFrameBytes": 8192}))
+    await wait_policy(kube, namespace, "early")
+    before = await limits_file(kube, namespace)
+    assert await limits_owners(kube, namespace) == []
+
+    created = await client.AppsV1Api(kube).create_namespaced_deployment(namespace, deployment("tasksync"))
+
+    async def handed_over() -> None:
+        assert await limits_owners(kube, namespace) == owned_by(created)
+
+    await eventually(handed_over, timeout=60)
+    assert await limits_file(kube, namespace) == before

@@ -465,3 +465,29 @@ def test_policy_source_from_a_body():
     assert source.spec.limits == PolicyLimits(max_frame_bytes=10, inbound_messages_per_second=4.0)
     assert source.ref.generation == 2
     assert ratelimits.generation_floor([source]) == 6
+
+
+def test_the_limits_configmap_is_owned_by_the_targets_deployment_once_it_exists():
+    limits_file = LimitsFile(generation=3, limits=Limits(), sources=["a"])
+    unowned = ratelimits.render_configmap("ns", "orders", limits_file)
+    assert "ownerReferences" not in unowned["metadata"]
+    owner = ratelimits.deployment_owner({"metadata": {"name": "orders", "uid": "u-1", "namespace": "ns"}})
+    owned = ratelimits.render_configmap("ns", "orders", limits_file, owner=owner)
+    assert owned["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "orders",
+            "uid": "u-1",
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+    ]
+    assert owned["data"] == unowned["data"]
+    # Written before the Deployment, or owned by an earlier Deployment of the same name.
+    assert ratelimits.lacks_owner(unowned, owner)
+    earlier = ratelimits.render_configmap("ns", "orders", limits_file, owner={**owner, "uid": "old"})
+    assert ratelimits.lacks_owner(earlier, owner)
+    assert not ratelimits.lacks_owner(owned, owner)
+    assert not ratelimits.lacks_owner(unowned, None)
+    assert not ratelimits.lacks_owner(None, owner)
