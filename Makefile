@@ -4,15 +4,31 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: demo test venv bench soak image image-archive
+.PHONY: demo test venv bench soak image image-archive lock lock-upgrade test-lowest
 
-$(VENV)/.installed: pyproject.toml
+# The locked versions (requirements/lock.txt, hashes checked), then TaskSync itself with nothing
+# resolved again; pyproject.toml keeps the ranges, for whoever installs the package.
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -r requirements/lock.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip check
 	touch $@
 
 venv: $(VENV)/.installed
+
+# requirements/lock.txt and requirements/lowest.txt again from pyproject.toml's ranges (uv);
+# lock-upgrade also moves every pin to the newest version the ranges allow.
+lock:
+	bash scripts/lock.sh
+lock-upgrade:
+	bash scripts/lock.sh --upgrade
+
+# The transport, slow-consumer and stall tests at the lowest versions pyproject.toml allows
+# (make test runs them too).
+test-lowest:
+	bash scripts/test-lowest.sh
 
 # The demo needs TaskSync's runtime packages only, not the test and benchmark extras of `venv`;
 # when `make test` has installed those already, this finds everything in place.

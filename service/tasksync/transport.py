@@ -40,8 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+# Through uvicorn_compat, which checks on import that the installed uvicorn has every part used
+# here and names the supported versions when it does not.
+from .uvicorn_compat import STATUS_LINE, HttpToolsProtocol, WebSocketsSansIOProtocol
 
 TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
 TRANSPORT_SEND_NOW_KEY = "tasksync.transport_send_now"
