@@ -12,8 +12,8 @@
 #   1. a Debian base (bookworm's python3) is bootstrapped with mmdebstrap and imported; the
 #      tarball is cached, keyed by what goes into it;
 #   2. the image's Python packages are downloaded on the host into a wheelhouse (a pip inside
-#      the build would not trust this machine's CA bundle), at the versions of the project's
-#      .venv (its `pip freeze` constrains them; anything the venv lacks is resolved fresh), and
+#      the build would not trust this machine's CA bundle), at the versions of
+#      requirements/lock.txt (which constrains them), and
 #      resolved by the host's Debian python3, the very Python of the base, so that markers such
 #      as `python_full_version < "3.11.3"` and wheel tags are those of the image;
 #   3. the Containerfile is built on that base with the wheelhouse and no network at all.
@@ -137,9 +137,9 @@ ensure_debian_base() {
 # The wheelhouse for the Debian base; prints its directory.
 ensure_wheelhouse() {
     local base=$1 constraints requirements key dir
-    # Only pinned names: the editable project and plugins installed from directories are not
-    # packages an index has.
-    constraints="$("$python" -m pip freeze --exclude-editable | grep -E '^[A-Za-z0-9._-]+==' || true)"
+    # The lock's pins without their hashes and markers: as constraints, a pin of a package the
+    # image does not install is ignored.
+    constraints="$(sed -n 's/^\([A-Za-z0-9._-]*==[^ ;]*\).*/\1/p' "$repo/requirements/lock.txt")"
     requirements="$("$python" "$repo/scripts/image/requirements.py" "$repo/pyproject.toml" --build-backend)"
     key="$(printf '%s\n' "$base" "$requirements" "$constraints" | sha)"
     dir="$cache/wheelhouse-$key"
