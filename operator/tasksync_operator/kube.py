@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 import kopf
@@ -113,24 +114,23 @@ async def replace_subscription(api: client.ApiClient, body: dict[str, Any]) -> N
     )
 
 
-async def read_configmap(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+async def _read_or_none(api: client.ApiClient, read: Awaitable[Any]) -> dict[str, Any] | None:
+    """The object a read returns, as a plain dict; None if it does not exist."""
     try:
-        configmap = await client.CoreV1Api(api).read_namespaced_config_map(name, namespace)
+        found = await read
     except ApiException as exc:
         if _not_found(exc):
             return None
         raise
-    return api.sanitize_for_serialization(configmap)
+    return api.sanitize_for_serialization(found)
+
+
+async def read_configmap(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    return await _read_or_none(api, client.CoreV1Api(api).read_namespaced_config_map(name, namespace))
 
 
 async def read_deployment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        deployment = await client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
-    except ApiException as exc:
-        if _not_found(exc):
-            return None
-        raise
-    return api.sanitize_for_serialization(deployment)
+    return await _read_or_none(api, client.AppsV1Api(api).read_namespaced_deployment(name, namespace))
 
 
 async def write_configmap(
