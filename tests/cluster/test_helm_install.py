@@ -1,7 +1,10 @@
 """`helm install` of charts/tasksync on the real test cluster, with the image `make image`
 builds, two service replicas on Redis (a pod, from Debian's redis-server) and the operator; then
-what a release lives through: traffic through its Service, a rollout restart under steady
-publishing, `helm test`, Prometheus scraping the pods, `helm upgrade`, and `helm uninstall`.
+what a release lives through: traffic through its Service, the operator turning the chart's
+TaskSyncSubscription into a Dapr Subscription (Dapr's Subscription CRD installed by the test; no
+Dapr runtime), a rollout restart under steady publishing, `helm test`, Prometheus scraping the
+pods, the operator's standby taking over when the leader is killed, `helm upgrade`, and
+`helm uninstall`.
 
 The tests share one release and run in file order, as its life does; each still checks only
 what it names.
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from tasksync.client import ClientClosed, SyncClient
 from tasksync.protocol import ResyncRequired, TaskUpdate
 
@@ -50,6 +56,12 @@ INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 SERVICE_PODS = f"{INSTANCE},app.kubernetes.io/component=server"
 FAST_BACKOFF = (0.1, 0.2, 0.4, 0.8)
 USERS = [f"user-{n}" for n in range(4)]
+REPO = Path(__file__).resolve().parents[2]
+DAPR_SUBSCRIPTION_CRD = REPO / "tests" / "operator" / "fixtures" / "dapr-subscription-crd.yaml"
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+TASKSYNC_SUBSCRIPTIONS = f"/apis/tasksync.io/v1alpha1/namespaces/{NAMESPACE}/tasksyncsubscriptions"
+DAPR_SUBSCRIPTIONS = f"/apis/dapr.io/v2alpha1/namespaces/{NAMESPACE}/subscriptions"
+OPERATOR_PODS = f"{INSTANCE},app.kubernetes.io/component=operator"
 
 
 def chart_values(image: str) -> dict[str, Any]:
@@ -60,8 +72,11 @@ def chart_values(image: str) -> dict[str, Any]:
         "replicaCount": 2,
         "broker": {"url": "redis://redis:6379/0"},
         "auth": {"jwt": {"secret": JWT_SECRET}},
-        # No Dapr in this cluster: events come over HTTP, with an API key.
-        "dapr": {"enabled": False},
+        # Dapr's annotations and a declarative subscription, for the operator to turn into a
+        # Dapr Subscription; no Dapr runtime injects a sidecar, so events come over HTTP with an
+        # API key. The Dapr Component stays off (dapr.component.enabled defaults to false): its
+        # CRD is not installed.
+        "dapr": {"enabled": True, "subscription": {"mode": "declarative"}},
         "apiKeys": {"keys": [API_KEY]},
         # A short drain keeps each rollout to seconds; the clients still see 1012 and resume.
         "drain": {"windowSeconds": 2, "graceSeconds": 5, "preStopSeconds": 2},
@@ -116,6 +131,42 @@ def rate_limit_policy() -> dict[str, Any]:
         "metadata": {"name": "baseline"},
         "spec": {"target": RELEASE, "limits": {"maxConnectionsPerUser": 50, "publishRequestsPerSecondPerKey": 2000,
                                                 "publishBurstPerKey": 2000}},
+    }
+
+
+def install_dapr_subscription_crd(api: KubeApi) -> None:
+    api.create(CRDS, yaml.safe_load(DAPR_SUBSCRIPTION_CRD.read_text()))
+
+    def established() -> bool:
+        conditions = (api.get(f"{CRDS}/subscriptions.dapr.io").get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_until(established, timeout=60, what="Dapr's Subscription CRD established")
+
+
+def dapr_subscription_of(tasksync_subscription: dict[str, Any]) -> dict[str, Any]:
+    """What the operator's Dapr Subscription must say for a TaskSyncSubscription."""
+    spec = tasksync_subscription["spec"]
+    return {
+        "pubsubname": spec["pubsubName"],
+        "topic": spec["topic"],
+        "route": spec["route"],
+        "scopes": spec["scopes"],
+    }
+
+
+def dapr_subscription_says(api: KubeApi, name: str) -> dict[str, Any] | None:
+    """The same fields of the Dapr Subscription `name`, or None while there is none."""
+    path = f"{DAPR_SUBSCRIPTIONS}/{name}"
+    if not api.exists(path):
+        return None
+    subscription = api.get(path)
+    spec = subscription["spec"]
+    return {
+        "pubsubname": spec.get("pubsubname"),
+        "topic": spec.get("topic"),
+        "route": spec.get("routes", {}).get("default"),
+        "scopes": subscription.get("scopes"),
     }
 
 
@@ -204,6 +255,8 @@ def release(kube_cluster: KubeCluster, tasksync_image: str, helm: Helm, timings:
     api.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
     state = Release(kube_cluster, helm, tasksync_image, kube_cluster.admin_kubeconfig, installed=False)
     try:
+        # Before the install, as Dapr's own chart would be: the operator then finds the API served.
+        install_dapr_subscription_crd(api)
         wait_until(lambda: kube_cluster.namespace_ready(NAMESPACE), timeout=60, what="the namespace ready for pods")
         for path, body in redis_objects(redis_image):
             api.create(path, body)
@@ -220,6 +273,10 @@ def release(kube_cluster: KubeCluster, tasksync_image: str, helm: Helm, timings:
             # An install that failed early may have left no release behind.
             state.uninstall("--ignore-not-found")
         api.delete(f"/api/v1/namespaces/{NAMESPACE}")
+        # The cluster may outlive this module: leave it without the CRD the test brought.
+        api.delete(f"{CRDS}/subscriptions.dapr.io")
+        wait_until(lambda: not api.exists(f"{CRDS}/subscriptions.dapr.io"), timeout=120,
+                   what="Dapr's Subscription CRD removed")
 
 
 def test_every_pod_is_ready_and_the_service_runs_non_root_on_a_read_only_root(release: Release) -> None:
@@ -242,6 +299,22 @@ def test_every_pod_is_ready_and_the_service_runs_non_root_on_a_read_only_root(re
         process = release.cluster.container_process(pod, container["name"])
         assert process.uid != 0, f"{pod['metadata']['name']} runs as root"
         assert process.root_read_only, f"{pod['metadata']['name']} has a writable root file system"
+
+
+def test_the_operator_turns_the_charts_tasksyncsubscription_into_a_dapr_subscription(release: Release) -> None:
+    api = release.api
+    (chart_subscription,) = api.items(TASKSYNC_SUBSCRIPTIONS, labelSelector=INSTANCE)
+    name = chart_subscription["metadata"]["name"]
+    expected = dapr_subscription_of(chart_subscription)
+    # What the chart's values asked for, so that the comparison is not of two empty things.
+    assert expected == {
+        "pubsubname": "pubsub",
+        "topic": "task-events",
+        "route": "/dapr/task-events",
+        "scopes": [RELEASE],
+    }
+    wait_until(lambda: dapr_subscription_says(api, name) == expected, timeout=120,
+               what=f"the Dapr Subscription {name} with {expected}")
 
 
 class ServicePublisher:
@@ -439,6 +512,61 @@ async def _positive(prometheus: PrometheusServer, promql: str) -> bool:
     return bool(result) and float(result[0]["value"][1]) > 0
 
 
+def lease_holder_pod(release: Release, lease: str) -> str | None:
+    """The pod whose operator holds the Lease: its identity is the pod's hostname (the pod's
+    name) and a per-process suffix."""
+    holder = release.api.get(f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{lease}")["spec"].get(
+        "holderIdentity"
+    )
+    return holder.rsplit("_", 1)[0] if holder else None
+
+
+def test_killing_the_leading_operator_hands_over_to_the_standby(release: Release, timings: dict[str, float]) -> None:
+    api = release.api
+    (operator,) = api.items(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments", labelSelector=OPERATOR_PODS)
+    assert operator["spec"]["replicas"] == 2
+    wait_until(lambda: release.rolled_out(operator["metadata"]["name"]), timeout=180, what="both operator replicas")
+    (lease,) = (arg.split("=", 1)[1] for arg in operator["spec"]["template"]["spec"]["containers"][0]["command"]
+                if arg.startswith("--leader-elect-resource-name="))
+    pods = {pod["metadata"]["name"]: pod for pod in release.pods(OPERATOR_PODS)}
+    leader = wait_until(lambda: lease_holder_pod(release, lease), timeout=60, what=f"a holder of Lease {lease}")
+    assert leader in pods
+    (standby,) = set(pods) - {leader}
+
+    # SIGKILL, so that the leader cannot release the Lease on its way out as it would on
+    # SIGTERM; then the pod goes too, so that the process cannot come back in it.
+    pod = pods[leader]
+    container = pod["spec"]["containers"][0]["name"]
+    os.kill(release.cluster.container_process(pod, container).pid, signal.SIGKILL)
+    killed = time.monotonic()
+    api.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{leader}", gracePeriodSeconds="0")
+
+    # Work only a leader does: a second TaskSyncSubscription into a second Dapr Subscription.
+    chart_subscription = api.get(f"{TASKSYNC_SUBSCRIPTIONS}/{RELEASE}")
+    name = f"{RELEASE}-failover"
+    second = {
+        "apiVersion": "tasksync.io/v1alpha1",
+        "kind": "TaskSyncSubscription",
+        "metadata": {"name": name},
+        "spec": {**chart_subscription["spec"], "topic": "task-events-failover", "route": "/dapr/failover"},
+    }
+    api.create(TASKSYNC_SUBSCRIPTIONS, second)
+    try:
+        expected = dapr_subscription_of(second)
+        # The Lease lasts 15 s in the chart; the rest is a slow, shared machine.
+        wait_until(lambda: dapr_subscription_says(api, name) == expected, timeout=90,
+                   what=f"the Dapr Subscription {name} after the leader was killed")
+        timings["operator failover: leader killed to new subscription reconciled"] = time.monotonic() - killed
+        new_leader = wait_until(lambda: lease_holder_pod(release, lease), timeout=30, what="the Lease held")
+        assert new_leader != leader, f"the Lease still names the killed pod {leader}"
+        print(f"Lease {lease}: {leader} killed, {new_leader} leads (standby was {standby})")
+    finally:
+        api.delete(f"{TASKSYNC_SUBSCRIPTIONS}/{name}")
+        # The Dapr Subscription is owned by the TaskSyncSubscription: the garbage collector removes it.
+        wait_until(lambda: not api.exists(f"{DAPR_SUBSCRIPTIONS}/{name}"), timeout=120,
+                   what=f"the Dapr Subscription {name} removed with its TaskSyncSubscription")
+
+
 def test_helm_upgrade_with_a_changed_value_rolls_the_pods(release: Release) -> None:
     before = {pod["metadata"]["name"] for pod in release.pods()}
     release.helm.run("upgrade", RELEASE, str(CHART), *release.helm_args(), "--wait", "--timeout", "5m",
@@ -491,7 +619,10 @@ def test_helm_uninstall_leaves_only_the_crds_and_nothing_stuck_terminating(relea
 
     wait_until(nothing_left, timeout=120, what="nothing of the release left")
     crds = {crd["metadata"]["name"] for crd in api.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")}
-    assert {"ratelimitpolicies.tasksync.io", "tasksyncsubscriptions.tasksync.io"} <= crds
+    assert {"ratelimitpolicies.tasksync.io", "tasksyncsubscriptions.tasksync.io", "subscriptions.dapr.io"} <= crds
+    # The chart's TaskSyncSubscription went with the release, and its Dapr Subscription with it.
+    wait_until(lambda: not api.items(TASKSYNC_SUBSCRIPTIONS) and not api.items(DAPR_SUBSCRIPTIONS), timeout=120,
+               what="the TaskSyncSubscription and its Dapr Subscription removed")
     # The namespace itself goes away, which it does only once nothing in it holds a finalizer.
     api.delete(f"/api/v1/namespaces/{NAMESPACE}")
     wait_until(lambda: not api.exists(f"/api/v1/namespaces/{NAMESPACE}"), timeout=120,
