@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from tasksync.client import ClientClosed, SyncClient
@@ -44,6 +43,7 @@ from tests.chart.prometheus_server import PrometheusServer
 from tests.cluster.kube_api import KubeApi
 from tests.cluster.kube_cluster import KubeCluster
 from tests.support.jwt_tokens import hs256
+from tests.support.publishing import RetryingPublisher
 from tests.support.waiting import eventually, wait_until
 
 # Installing, rolling and upgrading on a shared two-core machine takes minutes, not seconds.
@@ -317,32 +317,10 @@ def test_the_operator_turns_the_charts_tasksyncsubscription_into_a_dapr_subscrip
                what=f"the Dapr Subscription {name} with {expected}")
 
 
-class ServicePublisher:
-    """Publishes through the release's Service with the API key, retrying an event (same id,
-    so the broker's dedupe keeps it to one) until a pod takes it, the way a backend would."""
-
-    def __init__(self, base: str) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base, timeout=5, headers={"authorization": f"Bearer {API_KEY}"}
-        )
-        self.retries = 0
-
-    async def publish(self, event: dict[str, Any], *, give_up_after: float = 60.0) -> None:
-        deadline = time.monotonic() + give_up_after
-        while True:
-            try:
-                response = await self._http.post("/v1/events", json=event)
-                if response.status_code == 202:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"event {event['id']} not accepted within {give_up_after}s")
-            self.retries += 1
-            await asyncio.sleep(0.05)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+def service_publisher(release: Release) -> RetryingPublisher:
+    """Publishes through the release's Service with the API key, retrying an event (same id, so
+    the broker's dedupe keeps it to one) until a pod takes it, the way a backend would."""
+    return RetryingPublisher([release.http], headers={"authorization": f"Bearer {API_KEY}"})
 
 
 def event(n: int, prefix: str) -> dict[str, Any]:
@@ -352,7 +330,7 @@ def event(n: int, prefix: str) -> dict[str, Any]:
 async def test_an_event_published_through_the_service_reaches_a_websocket_client_through_it(
     release: Release,
 ) -> None:
-    publisher = ServicePublisher(release.http)
+    publisher = service_publisher(release)
     async with SyncClient(release.ws, token=token(USERS[0])) as client:
         await publisher.publish(event(0, "first"))
         frame = await asyncio.wait_for(client.receive(), timeout=30)
@@ -386,7 +364,7 @@ async def test_a_rollout_restart_under_steady_publishing_delivers_every_event_ex
         await client.connect()
         tabs.append(Tab(user, client))
     old_pods = {pod["metadata"]["name"] for pod in release.pods()}
-    publisher = ServicePublisher(release.http)
+    publisher = service_publisher(release)
     acknowledged: dict[str, list[int]] = {user: [] for user in USERS}
     rolled = asyncio.Event()
 

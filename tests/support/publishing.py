@@ -12,12 +12,19 @@ class RetryingPublisher:
     """Publishes events one at a time over HTTP, retrying (with the same id) on refusal or a
     dead replica, moving on to the next replica each time, the way Dapr redelivers."""
 
-    def __init__(self, bases: list[str], *, retry_delay: float = 0.05, give_up_after: float = 60.0):
+    def __init__(
+        self,
+        bases: list[str],
+        *,
+        retry_delay: float = 0.05,
+        give_up_after: float = 60.0,
+        headers: dict[str, str] | None = None,
+    ):
         self._bases = itertools.cycle(bases)
         self.retry_delay = retry_delay
         self.give_up_after = give_up_after
         self.retries = 0
-        self._http = httpx.AsyncClient(timeout=5)
+        self._http = httpx.AsyncClient(timeout=5, headers=headers)
 
     async def publish(self, event: dict) -> None:
         loop = asyncio.get_running_loop()
