@@ -357,3 +357,18 @@ class OperatorProcess:
         if self.running.poll() is None:
             self.running.kill()
         self.running.wait()
+
+
+async def remove_dapr_crd(kube: client.ApiClient) -> None:
+    """Delete the Dapr Subscription CRD and wait until discovery no longer serves its group."""
+    try:
+        await client.ApiextensionsV1Api(kube).delete_custom_resource_definition("subscriptions.dapr.io")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+    async def gone() -> None:
+        groups = await client.ApisApi(kube).get_api_versions()
+        assert DAPR_GROUP not in {group.name for group in groups.groups}
+
+    await eventually(gone, timeout=60)

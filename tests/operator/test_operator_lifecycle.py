@@ -27,6 +27,7 @@ from tests.operator.operator_testkit import (
     load_yaml,
     read_subscription,
     read_tss,
+    remove_dapr_crd,
     tss,
     wait_ready,
 )
@@ -84,20 +85,6 @@ async def test_deleting_a_subscription_needs_no_running_operator(kube, dapr_crd,
         raise AssertionError(f"still there: finalizers {obj['metadata'].get('finalizers')}")
 
     await eventually(gone, timeout=30)
-
-
-async def remove_dapr_crd(kube: client.ApiClient) -> None:
-    try:
-        await client.ApiextensionsV1Api(kube).delete_custom_resource_definition("subscriptions.dapr.io")
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-    async def gone() -> None:
-        groups = await client.ApisApi(kube).get_api_versions()
-        assert DAPR_GROUP not in {group.name for group in groups.groups}
-
-    await eventually(gone, timeout=60)
 
 
 async def hand_edit_topic(kube: client.ApiClient, namespace: str, name: str, topic: str) -> None:

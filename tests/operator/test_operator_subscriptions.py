@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
 from tests.operator.operator_testkit import (
@@ -17,6 +16,7 @@ from tests.operator.operator_testkit import (
     load_yaml,
     read_subscription,
     read_tss,
+    remove_dapr_crd,
     ready,
     tss,
     wait_ready,
@@ -169,18 +169,7 @@ async def test_foreign_subscription_is_a_conflict_until_removed(kube, namespace,
 
 
 async def test_dapr_not_installed_then_recovers(kube, namespace):
-    extensions = client.ApiextensionsV1Api(kube)
-    try:
-        await extensions.delete_custom_resource_definition("subscriptions.dapr.io")
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-    async def gone() -> None:
-        groups = await client.ApisApi(kube).get_api_versions()
-        assert DAPR_GROUP not in {group.name for group in groups.groups}
-
-    await eventually(gone)
+    await remove_dapr_crd(kube)
 
     await create_tss(kube, namespace, tss("early"))
     waiting = await wait_ready(kube, namespace, "early", status="False", reason="DaprNotInstalled")
