@@ -12,6 +12,16 @@ import pytest
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServiceProcess
 
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its directory's name (tests/unit: `unit`), so that `pytest -m unit`
+    runs that directory. The markers are registered in pyproject.toml: with --strict-markers a new
+    directory without one fails collection instead of going unmarked."""
+    for item in items:
+        item.add_marker(item.path.relative_to(TESTS).parts[0])
+
 
 @pytest.fixture
 def start_service() -> Iterator[Callable[..., ServiceProcess]]:
@@ -44,7 +54,7 @@ def redis_server() -> Iterator[RedisServer]:
     server.cleanup()
 
 
-PLUGIN_FIXTURES = Path(__file__).parent / "plugins" / "fixtures"
+PLUGIN_FIXTURES = TESTS / "plugins" / "fixtures"
 
 
 @pytest.fixture(scope="session")
