@@ -1,4 +1,4 @@
-/** Reconnect timing: the seed's exponential backoff plus jitter. */
+/** Reconnect timing: exponential backoff plus jitter. */
 
 export interface BackoffOptions {
   /** Delay before the first retry. Default 1000 ms. */

@@ -1,4 +1,7 @@
-/** Where the client connects, following the seed's `NEXT_PUBLIC_WEBSOCKET_URL` convention. */
+/**
+ * Where the client connects, following the `NEXT_PUBLIC_WEBSOCKET_URL` convention of the original
+ * client specification.
+ */
 
 export const DEFAULT_WEBSOCKET_URL = 'ws://localhost:8005/ws';
 
@@ -8,7 +11,8 @@ declare const process: { env: Record<string, string | undefined> };
 
 /**
  * Reads the service URL from the build-time environment: `NEXT_PUBLIC_WEBSOCKET_URL` (Next.js,
- * the seed's setting), then `VITE_WEBSOCKET_URL` (Vite), then `ws://localhost:8005/ws`.
+ * the original client specification's setting), then `VITE_WEBSOCKET_URL` (Vite), then
+ * `ws://localhost:8005/ws`.
  *
  * Both variables are spelled out literally because Next.js and Vite inline them by text
  * substitution at build time; a computed lookup would never see them in a browser bundle.
@@ -20,9 +24,16 @@ export function resolveWebSocketUrl(fallback: string = DEFAULT_WEBSOCKET_URL): s
   } catch {
     // No `process` (a browser bundle that was not built by Next.js).
   }
-  // `env` exists only where a Vite-style bundler provides it, hence the optional chaining.
-  const viteUrl: string | undefined = import.meta.env?.VITE_WEBSOCKET_URL;
+  // `env` exists only where a Vite-style bundler provides it, although vite/client types it as
+  // always there; hence the cast and the optional chaining.
+  const viteUrl = (import.meta.env as { VITE_WEBSOCKET_URL?: string } | undefined)?.VITE_WEBSOCKET_URL;
+  // eslint-disable-next-line @typescript-eslint/prefer-nullish-coalescing -- an empty variable counts as unset
   return nextUrl || viteUrl || fallback;
+}
+
+/** The page's location: lib.dom declares it always present, but Node and server rendering have none. */
+function pageLocation(): Location | undefined {
+  return (globalThis as { location?: Location }).location;
 }
 
 /**
@@ -30,7 +41,7 @@ export function resolveWebSocketUrl(fallback: string = DEFAULT_WEBSOCKET_URL): s
  * the matching WebSocket scheme (`https:` pages get `wss:`), so an app served by the TaskSync
  * service itself needs no configuration.
  */
-export function toAbsoluteWebSocketUrl(url: string, base: string | undefined = globalThis.location?.href): URL {
+export function toAbsoluteWebSocketUrl(url: string, base: string | undefined = pageLocation()?.href): URL {
   const resolved = base === undefined ? new URL(url) : new URL(url, base);
   if (resolved.protocol === 'http:') resolved.protocol = 'ws:';
   else if (resolved.protocol === 'https:') resolved.protocol = 'wss:';

@@ -1,4 +1,4 @@
-/** The seed's optional connection status display, with hooks for styling and browser tests. */
+/** An optional connection status display, with hooks for styling and browser tests. */
 
 import type { ReactNode } from 'react';
 

@@ -1,4 +1,4 @@
-/** Toasts for real-time task events (the seed's notification-toast), shown with Sonner. */
+/** Toasts for real-time task events, shown with Sonner. */
 
 import { toast, type ExternalToast } from 'sonner';
 
@@ -13,7 +13,10 @@ export interface TaskNotificationContent {
   kind: ToastKind;
 }
 
-/** The seed's four notifications, used when the server sends no text of its own. */
+/**
+ * The four notifications of the original client specification, used when the server sends no
+ * text of its own.
+ */
 export const DEFAULT_TASK_NOTIFICATIONS: Readonly<Record<TaskEventName, Omit<TaskNotificationContent, 'description'>>> = {
   'task.created': { icon: '✅', title: 'Task created', kind: 'success' },
   'task.updated': { icon: '🔄', title: 'Task updated', kind: 'info' },
@@ -40,7 +43,7 @@ function toastKind(kind: string | undefined, fallback: ToastKind): ToastKind {
 
 /**
  * The toast for `message`: the server's `notification` text when it sent one (its hooks know the
- * product's wording), otherwise the seed's default title with the task title as description.
+ * product's wording), otherwise the default title with the task title as description.
  * The event's emoji is kept either way so the four kinds stay recognisable at a glance.
  */
 export function describeTaskNotification(message: TaskUpdateMessage): TaskNotificationContent {

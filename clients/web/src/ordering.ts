@@ -7,8 +7,8 @@
  *   2. `task.updated_at` (a timestamp: fine unless two writes share a tick),
  *   3. the event's `seq`, only when both offsets belong to the same `epoch` (offsets restart
  *      with a new epoch, so across epochs they say nothing).
- * When no criterion applies the marks are incomparable and the remote state wins (the seed's
- * rule).
+ * When no criterion applies the marks are incomparable and the remote state wins (the rule of
+ * the original client specification).
  */
 
 import type { Task } from './protocol.js';

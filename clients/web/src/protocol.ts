@@ -68,11 +68,14 @@ export interface TaskUpdateMessage {
 
 export interface PingMessage {
   type: 'ping';
-  /** The seed allowed `null` here; a missing timestamp is normalised to `null`. */
+  /** The original client specification allows `null` here; a missing timestamp becomes `null`. */
   timestamp: string | null;
 }
 
-/** What `addMessageListener` listeners receive: the seed's `WebSocketMessage`, extended. */
+/**
+ * What `addMessageListener` listeners receive: the `WebSocketMessage` of the original client
+ * specification, extended.
+ */
 export type WebSocketMessage = TaskUpdateMessage | PingMessage;
 
 export interface ConnectedMessage {

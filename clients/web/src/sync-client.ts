@@ -1,8 +1,7 @@
 /**
- * WebSocketSyncClient: the seed's `sync-client.ts`. One instance keeps one user's connection to
- * the TaskSync service alive: it reconnects with backoff and jitter, resumes from the last offset
- * it saw, watches the heartbeat, refreshes tokens and reacts to each close code as
- * docs/protocol.md prescribes.
+ * WebSocketSyncClient: one instance keeps one user's connection to the TaskSync service alive. It
+ * reconnects with backoff and jitter, resumes from the last offset it saw, watches the heartbeat,
+ * refreshes tokens and reacts to each close code as docs/protocol.md prescribes.
  */
 
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
@@ -47,7 +46,7 @@ export type StopReason =
 export interface ConnectionSnapshot {
   readonly status: ConnectionStatus;
   /**
-   * The reconnect attempt in progress or scheduled, 1-based (the seed's "retry N"); 0 while
+   * The reconnect attempt in progress or scheduled, 1-based (the indicator's "retry N"); 0 while
    * connected or on the first attempt. Kept in the `error` state to say how many were made.
    */
   readonly retryCount: number;
@@ -83,7 +82,7 @@ export interface ResyncRequest {
 }
 
 export interface SyncClientEvents {
-  /** What the seed's message listeners get: task updates and pings. */
+  /** What message listeners get: task updates and pings. */
   message: WebSocketMessage;
   connected: ConnectedMessage;
   resync_required: ResyncRequest;
@@ -112,7 +111,10 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 export interface SyncClientOptions extends Partial<BackoffOptions> {
-  /** Reconnect attempts in a row before giving up with `error`. Default 10 (the seed's). */
+  /**
+   * Reconnect attempts in a row before giving up with `error`. Default 10, as in the original
+   * client specification.
+   */
   maxAttempts?: number;
   /** After close 1012 (service restart) the reconnect waits a random 0..this. Default 1000 ms. */
   restartJitterMs?: number;
@@ -195,9 +197,10 @@ function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return typeof (value as { then?: unknown } | null | undefined)?.then === 'function';
 }
 
-// `ws` raises an unhandled 'error' (fatal in Node) when a socket it is still opening is closed
-// and nobody listens, so every socket keeps this handler for its whole life.
-const ignoreSocketError = (): void => {};
+const ignoreSocketError = (): void => {
+  // `ws` raises an unhandled 'error' (fatal in Node) when a socket it is still opening is closed
+  // and nobody listens, so every socket keeps this handler for its whole life.
+};
 
 export class WebSocketSyncClient {
   readonly url: string;
@@ -249,7 +252,8 @@ export class WebSocketSyncClient {
     this.userId = userId;
     this.#options = withDefaults(options);
     this.#heartbeatMs = this.#options.heartbeatIntervalMs;
-    const fallback: WebSocketConstructor | undefined = globalThis.WebSocket;
+    // lib.dom declares a global WebSocket everywhere; Node before 22 and some runtimes have none.
+    const fallback = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     const implementation = options.WebSocket ?? fallback;
     if (!implementation) {
       throw new TypeError('TaskSync: no global WebSocket here; pass options.WebSocket (for example the ws package)');
@@ -292,7 +296,7 @@ export class WebSocketSyncClient {
     return () => this.#listeners[type].delete(listener);
   }
 
-  /** The seed's API: `listener` receives `task_update` and `ping` messages. */
+  /** The listener API of the original client specification: `task_update` and `ping` messages. */
   addMessageListener(listener: MessageListener): () => void {
     return this.on('message', listener);
   }

@@ -1,10 +1,10 @@
 /**
- * The seed's Zustand task store, fed by WebSocket events.
+ * The Zustand task store, fed by WebSocket events.
  *
- * Remote state wins (the seed's rule), with two guards for a transport that may replay and
- * reorder: an event older than the state held for its task is ignored (see ordering.ts for what
- * "older" means), and an event id seen before is ignored. Deleted tasks leave a tombstone so that
- * a late event cannot bring them back.
+ * Remote state wins (the rule of the original client specification), with two guards for a
+ * transport that may replay and reorder: an event older than the state held for its task is
+ * ignored (see ordering.ts for what "older" means), and an event id seen before is ignored.
+ * Deleted tasks leave a tombstone so that a late event cannot bring them back.
  */
 
 import { create, type StoreApi, type UseBoundStore } from 'zustand';
@@ -21,7 +21,7 @@ export type TaskEventOutcome = 'applied' | 'unchanged' | 'stale' | 'duplicate' |
 
 export interface TaskStoreState {
   tasks: Task[];
-  /** Whether real-time updates raise toasts (the seed's notification switch). Default true. */
+  /** Whether real-time updates raise toasts. Default true. */
   wsEnabled: boolean;
   /** Replaces the list with a fetched snapshot, keeping any task the store already holds newer. */
   setTasks: (tasks: Task[]) => void;
@@ -138,5 +138,5 @@ export function createTaskStore(initialTasks: Task[] = []): TaskStore {
   });
 }
 
-/** The app-wide store, as in the seed (`const { tasks } = useTaskStore()`). */
+/** The app-wide store: `const { tasks } = useTaskStore()`. */
 export const useTaskStore: TaskStore = createTaskStore();

@@ -1,5 +1,5 @@
 /**
- * TaskSyncProvider: the seed's integration component. It owns the user's connection and feeds
+ * TaskSyncProvider: the integration component. It owns the user's connection and feeds
  * every task event into the task store, raising a toast for each change the store applied.
  */
 

@@ -1,4 +1,4 @@
-/** useWebSocket: the seed's `use-websocket.ts`, on top of a shared WebSocketSyncClient. */
+/** useWebSocket: the React hook for a connection, on top of a shared WebSocketSyncClient. */
 
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 
@@ -32,7 +32,7 @@ export interface UseWebSocketResult {
   isConnected: boolean;
   retryCount: number;
   error: StopReason | null;
-  /** Stable; listeners receive task_update and ping messages, as in the seed. */
+  /** Stable; listeners receive task_update and ping messages. */
   addListener: (listener: MessageListener) => void;
   removeListener: (listener: MessageListener) => void;
   /** Reconnects now with a fresh attempt counter (after `error`). */
@@ -44,7 +44,9 @@ const IDLE: ConnectionSnapshot = { status: 'disconnected', retryCount: 0, error:
 // server: the connection is about to start, so "connecting" is the truthful state.
 const STARTING: ConnectionSnapshot = { status: 'connecting', retryCount: 0, error: null, lastCloseCode: null };
 
-const unsubscribeNothing = (): void => {};
+const unsubscribeNothing = (): void => {
+  // Without a client there was nothing to subscribe to.
+};
 
 /**
  * Connects on mount and disconnects on unmount. Every component that calls this for the same
