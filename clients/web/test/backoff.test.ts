@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { backoffDelay, DEFAULT_BACKOFF, nominalDelay } from '../src/backoff.js';
 
 describe('nominalDelay', () => {
-  it('doubles from 1 s and caps at 30 s (the seed sequence)', () => {
+  it('doubles from 1 s and caps at 30 s', () => {
     const delays = Array.from({ length: 12 }, (_, i) => nominalDelay(i + 1));
     expect(delays).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000, 30000, 30000]);
   });

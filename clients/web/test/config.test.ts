@@ -10,7 +10,7 @@ describe('resolveWebSocketUrl', () => {
     expect(DEFAULT_WEBSOCKET_URL).toBe('ws://localhost:8005/ws');
   });
 
-  it('reads NEXT_PUBLIC_WEBSOCKET_URL first, as in the seed', () => {
+  it('reads NEXT_PUBLIC_WEBSOCKET_URL first', () => {
     vi.stubEnv('NEXT_PUBLIC_WEBSOCKET_URL', 'wss://next.example/ws');
     vi.stubEnv('VITE_WEBSOCKET_URL', 'wss://vite.example/ws');
     expect(resolveWebSocketUrl()).toBe('wss://next.example/ws');

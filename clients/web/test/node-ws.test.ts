@@ -41,7 +41,7 @@ async function startServer() {
     const handshake = {
       socket,
       query: new URL(request.url ?? '/', 'http://localhost').searchParams,
-      protocols: String(request.headers['sec-websocket-protocol'] ?? '').split(/,\s*/),
+      protocols: (request.headers['sec-websocket-protocol'] ?? '').split(/,\s*/),
     };
     const next = waiting.shift();
     if (next) next(handshake);
@@ -68,7 +68,13 @@ function nextMessage(client: WebSocketSyncClient): Promise<WebSocketMessage> {
 }
 
 function nextPong(socket: WebSocket): Promise<unknown> {
-  return new Promise((resolve) => socket.once('message', (data) => resolve(JSON.parse(String(data)))));
+  return new Promise((resolve, reject) => {
+    socket.once('message', (data) => {
+      // With the default binaryType, ws hands over every message as a single Buffer.
+      if (Buffer.isBuffer(data)) resolve(JSON.parse(data.toString()));
+      else reject(new TypeError('the message did not arrive as a single Buffer'));
+    });
+  });
 }
 
 it('connects, receives an event, answers a ping and resumes after a service restart (1012)', async () => {

@@ -22,7 +22,7 @@ describe('describeTaskNotification', () => {
     ['task.updated', '🔄', 'Task updated', 'info'],
     ['task.completed', '✔️', 'Task completed', 'success'],
     ['task.deleted', '🗑️', 'Task deleted', 'info'],
-  ] as const)('%s: the seed text %s %s, with the task title', (event, icon, title, kind) => {
+  ] as const)('%s: the default text %s %s, with the task title', (event, icon, title, kind) => {
     expect(describeTaskNotification(message(event))).toEqual({ icon, title, kind, description: 'Write report' });
   });
 

@@ -49,9 +49,9 @@ describe('parseServerFrame: the frames of docs/protocol.md', () => {
     expect(parsed(taskUpdate)).toEqual(taskUpdate);
   });
 
-  it("parses the seed's task_update (no id, seq, epoch or notification)", () => {
-    const seed = { type: 'task_update', event: 'task.created', task: { id: 123, title: 'New Task', completed: false }, timestamp: '2025-12-31T12:00:00Z' };
-    expect(parsed(seed)).toEqual(seed);
+  it('parses the task_update of the original client specification (no id, seq, epoch or notification)', () => {
+    const original = { type: 'task_update', event: 'task.created', task: { id: 123, title: 'New Task', completed: false }, timestamp: '2025-12-31T12:00:00Z' };
+    expect(parsed(original)).toEqual(original);
   });
 
   it.each(['task.created', 'task.updated', 'task.completed', 'task.deleted'])('accepts event %s', (event) => {
@@ -70,7 +70,7 @@ describe('parseServerFrame: the frames of docs/protocol.md', () => {
     expect(frame).not.toHaveProperty('shard');
   });
 
-  it('parses ping, including the seed example with a null timestamp', () => {
+  it("parses ping, including the original client specification's example with a null timestamp", () => {
     expect(parsed({ type: 'ping', timestamp: '2025-12-31T12:00:25Z' })).toEqual({ type: 'ping', timestamp: '2025-12-31T12:00:25Z' });
     expect(parsed({ type: 'ping', timestamp: null })).toEqual({ type: 'ping', timestamp: null });
     expect(parsed({ type: 'ping' })).toEqual({ type: 'ping', timestamp: null });

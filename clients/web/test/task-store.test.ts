@@ -162,22 +162,20 @@ describe('out-of-order events', () => {
   });
 
   it('converges whatever order a burst of events arrives in', () => {
-    const events = [
-      event('task.created', task(1, 1), { seq: 1, epoch: 'e' }),
-      event('task.updated', task(1, 2, { title: 'two' }), { seq: 2, epoch: 'e' }),
-      event('task.completed', task(1, 3, { title: 'two', completed: true }), { seq: 3, epoch: 'e' }),
-      event('task.created', task(2, 1), { seq: 4, epoch: 'e' }),
-      event('task.deleted', task(2, 2), { seq: 5, epoch: 'e' }),
-    ];
+    const created = event('task.created', task(1, 1), { seq: 1, epoch: 'e' });
+    const updated = event('task.updated', task(1, 2, { title: 'two' }), { seq: 2, epoch: 'e' });
+    const completed = event('task.completed', task(1, 3, { title: 'two', completed: true }), { seq: 3, epoch: 'e' });
+    const otherCreated = event('task.created', task(2, 1), { seq: 4, epoch: 'e' });
+    const otherDeleted = event('task.deleted', task(2, 2), { seq: 5, epoch: 'e' });
     const orders = [
-      [0, 1, 2, 3, 4],
-      [4, 3, 2, 1, 0],
-      [2, 0, 4, 1, 3],
-      [1, 3, 0, 4, 2, 2, 0],
+      [created, updated, completed, otherCreated, otherDeleted],
+      [otherDeleted, otherCreated, completed, updated, created],
+      [completed, created, otherDeleted, updated, otherCreated],
+      [updated, otherCreated, created, otherDeleted, completed, completed, created],
     ];
     for (const order of orders) {
       const store = createTaskStore();
-      for (const index of order) store.getState().handleWebSocketMessage(events[index] as TaskUpdateMessage);
+      for (const message of order) store.getState().handleWebSocketMessage(message);
       expect(store.getState().tasks).toEqual([task(1, 3, { title: 'two', completed: true })]);
     }
   });

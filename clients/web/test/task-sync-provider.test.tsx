@@ -116,7 +116,9 @@ describe('ConnectionIndicator', () => {
     expect(indicator.dataset).toMatchObject({ status: 'connected', retryCount: '0' });
 
     act(() => lastSocket(sockets).fail());
-    act(() => vi.advanceTimersByTime(1000));
+    act(() => {
+      vi.advanceTimersByTime(1000);
+    });
     act(() => lastSocket(sockets).fail());
     expect(indicator.textContent).toBe('Status: connecting (retry 2)');
     expect(indicator.dataset).toMatchObject({ status: 'connecting', retryCount: '2' });

@@ -124,7 +124,7 @@ describe('useWebSocket', () => {
     unmount();
   });
 
-  it('delivers messages to listeners added in an effect, as in the seed, until they are removed', () => {
+  it('delivers messages to listeners added in an effect until they are removed', () => {
     const { options, sockets } = setup();
     const user = freshUser();
     const received: WebSocketMessage[] = [];
@@ -155,7 +155,9 @@ describe('useWebSocket', () => {
     act(() => lastSocket(sockets).accept());
     act(() => lastSocket(sockets).fail());
     expect(result.current).toMatchObject({ status: 'connecting', retryCount: 1 });
-    act(() => vi.advanceTimersByTime(1000));
+    act(() => {
+      vi.advanceTimersByTime(1000);
+    });
     act(() => lastSocket(sockets).fail());
     expect(result.current).toMatchObject({ status: 'error', error: 'retries_exhausted' });
     act(() => result.current.retry());
