@@ -1,1 +1,1 @@
-"""TaskSync's benchmarks against real peers (issue 8). Run them with `make bench`; see README.md."""
+"""TaskSync's benchmarks against real peers. Run them with `make bench`; see README.md."""

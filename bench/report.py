@@ -1,4 +1,4 @@
-"""Turn a run's results into the verdict on each target of issue 8, a Markdown report, a PNG
+"""Turn a run's results into the verdict on each performance target, a Markdown report, a PNG
 chart, and the generated block of docs/performance.md."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _target(
 
 
 def evaluate(workloads: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of the issue that this run measured, met or not."""
+    """Every performance target that this run measured, met or not."""
     targets = []
     delivery = workloads.get("delivery_engine", {})
     by_case: dict[tuple[int, str], dict[str, Any]] = {}

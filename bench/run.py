@@ -1,4 +1,4 @@
-"""`python -m bench.run`: run the benchmarks of issue 8 and write their results.
+"""`python -m bench.run`: run the benchmarks and write their results.
 
 A full run (`make bench`) writes bench/results/results.{json,md,png} and rewrites the generated
 block of docs/performance.md. `--quick` (small sizes, about two minutes) and `--only` write under

@@ -1,6 +1,6 @@
-"""The seed-style approach: a Litestar app that, per event, awaits asyncio.gather(send_text ...)
-over the user's sockets. Encoded once per event; run under uvicorn's defaults (uvloop,
-httptools, websockets-sansio), as `uvicorn app:app` would run it.
+"""The straightforward approach: a Litestar app that, per event, awaits
+asyncio.gather(send_text ...) over the user's sockets. Encoded once per event; run under
+uvicorn's defaults (uvloop, httptools, websockets-sansio), as `uvicorn app:app` would run it.
 """
 
 from __future__ import annotations

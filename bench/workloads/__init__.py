@@ -1,1 +1,1 @@
-"""The six workloads of issue 8, one module each; each returns a JSON-ready dict."""
+"""The six workloads, one module each; each returns a JSON-ready dict."""
