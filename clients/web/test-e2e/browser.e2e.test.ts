@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, expect, it, onTestFailed } from 'vitest';
+import { afterAll, assert, beforeAll, expect, it, onTestFailed } from 'vitest';
 
 import { TaskSyncService } from './service.js';
 
@@ -38,16 +38,19 @@ const WATCH_DEADLINE_MS = 5_000;
 let service: TaskSyncService;
 let browser: Browser;
 const pageErrors: string[] = [];
+/** What beforeAll got running, to stop in reverse order even when it failed half-way. */
+const teardowns: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   service = await TaskSyncService.start();
+  teardowns.push(() => service.dispose());
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  teardowns.push(() => browser.close());
 });
 
 afterAll(async () => {
-  await browser?.close();
-  await service?.dispose();
+  for (const teardown of teardowns.splice(0).reverse()) await teardown();
 });
 
 /** A tab in its own browser context: background tabs of one context would get throttled timers. */
@@ -100,7 +103,7 @@ async function watch(page: Page, expected: Expectation): Promise<void> {
       };
       const toasted = (): boolean =>
         [...document.querySelectorAll('[data-testid="task-toast"]')].some(
-          (toast) => toast.textContent?.includes(expectation.toast) && toast.textContent.includes(expectation.title),
+          (toast) => toast.textContent.includes(expectation.toast) && toast.textContent.includes(expectation.title),
         );
       const result: { changeAt?: number; toastAt?: number } = {};
       (window as unknown as { seen: Promise<typeof result> }).seen = new Promise((resolve) => {
@@ -157,7 +160,7 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
       for (const node of mutations.flatMap((mutation) => [...mutation.addedNodes])) {
         if (!(node instanceof Element)) continue;
         const found = [node, ...node.querySelectorAll(watched)].filter((element) => element.matches(watched));
-        appeared.push(...found.map((element) => element.textContent ?? ''));
+        appeared.push(...found.map((element) => element.textContent));
       }
     }).observe(document.body, { subtree: true, childList: true });
   });
@@ -167,10 +170,10 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
     await watch(watcher, expected);
     const clickedAt = await act();
     const { changeAt, toastAt } = await seenAt(watcher);
-    expect(changeAt, `${change}: the other tab never showed it`).toBeDefined();
-    expect(toastAt, `${change}: the other tab showed no toast "${expected.toast}"`).toBeDefined();
-    const shownMs = changeAt! - clickedAt;
-    const toastMs = toastAt! - clickedAt;
+    assert.isDefined(changeAt, `${change}: the other tab never showed it`);
+    assert.isDefined(toastAt, `${change}: the other tab showed no toast "${expected.toast}"`);
+    const shownMs = changeAt - clickedAt;
+    const toastMs = toastAt - clickedAt;
     timings.push({ change, shownMs, toastMs });
     console.log(`${change}: shown in the other tab after ${shownMs.toFixed(1)} ms, toast ${toastMs.toFixed(1)} ms`);
     expect(shownMs).toBeLessThan(WITHIN_MS);
@@ -183,20 +186,21 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
     clickAt(author, '[data-testid="add-task"]'),
   );
   const id = await author.getAttribute('[data-testid="task-row"]', 'data-task-id');
+  assert.isNotNull(id, 'the new task row has no data-task-id');
   expect(id).toMatch(/^\d+$/);
 
-  await author.click(`${row(id!)} [data-testid="task-edit"]`);
-  await author.fill(`${row(id!)} [data-testid="task-edit-input"]`, 'Buy oat milk');
-  await step('updated', { kind: 'title', id: id!, title: 'Buy oat milk', toast: 'Task updated' }, () =>
-    clickAt(author, `${row(id!)} [data-testid="task-save"]`),
+  await author.click(`${row(id)} [data-testid="task-edit"]`);
+  await author.fill(`${row(id)} [data-testid="task-edit-input"]`, 'Buy oat milk');
+  await step('updated', { kind: 'title', id, title: 'Buy oat milk', toast: 'Task updated' }, () =>
+    clickAt(author, `${row(id)} [data-testid="task-save"]`),
   );
 
-  await step('completed', { kind: 'completed', id: id!, title: 'Buy oat milk', toast: 'Task completed' }, () =>
-    clickAt(author, `${row(id!)} [data-testid="task-complete"]`),
+  await step('completed', { kind: 'completed', id, title: 'Buy oat milk', toast: 'Task completed' }, () =>
+    clickAt(author, `${row(id)} [data-testid="task-complete"]`),
   );
 
-  await step('deleted', { kind: 'absent', id: id!, title: 'Buy oat milk', toast: 'Task deleted' }, () =>
-    clickAt(author, `${row(id!)} [data-testid="task-delete"]`),
+  await step('deleted', { kind: 'absent', id, title: 'Buy oat milk', toast: 'Task deleted' }, () =>
+    clickAt(author, `${row(id)} [data-testid="task-delete"]`),
   );
   await screenshot(author, 'alice-tab1-after-delete');
 
@@ -211,11 +215,14 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
 
   // From here on, alice's second tab records every state its indicator shows.
   await watcher.evaluate(() => {
-    const indicator = document.querySelector('[data-testid="connection-status"]')!;
+    const indicator = document.querySelector('[data-testid="connection-status"]');
+    if (!indicator) throw new Error('the page shows no connection status');
     const states: string[] = [];
     (window as unknown as { states: string[] }).states = states;
     new MutationObserver(() => {
-      const state = `${indicator.getAttribute('data-status')}:${indicator.getAttribute('data-retry-count')}`;
+      const status = indicator.getAttribute('data-status');
+      const retryCount = indicator.getAttribute('data-retry-count');
+      const state = `${String(status)}:${String(retryCount)}`;
       if (states.at(-1) !== state) states.push(state);
     }).observe(indicator, { attributes: true });
   });

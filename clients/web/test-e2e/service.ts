@@ -33,7 +33,7 @@ export async function waitFor<T>(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const last = await probe();
-    if (last) return last as NonNullable<T>;
+    if (last) return last;
     if (Date.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${String(last)}`);
     }
@@ -109,12 +109,12 @@ export class TaskSyncService {
     });
     this.#process = child;
     this.output += `--- ${file} ${args.join(' ')} on port ${this.port} ---\n`;
-    child.stdout?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stdout.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (this.output += chunk.toString()));
     let exitedEarly: Error | null = null;
     this.#exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
-        exitedEarly = new Error(`tasksync exited (code ${code}, signal ${signal}):\n${this.output}`);
+        exitedEarly = new Error(`tasksync exited (code ${String(code)}, signal ${String(signal)}):\n${this.output}`);
         if (this.#process === child) this.#process = null;
         resolve();
       });

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { useCallback, useEffect, useRef, useState, type ReactNode, type SubmitEvent } from 'react';
 import { Toaster } from 'sonner';
 
 import { ConnectionIndicator, TaskSyncProvider, useTaskStore, useTaskSyncConnection } from '../../src/index.js';
@@ -16,6 +16,13 @@ function userFromQuery(): string {
  */
 function useTaskLoader(userId: string): { reload: () => void; error: string | null; setError: (error: string | null) => void } {
   const [error, setError] = useState<string | null>(null);
+  // A new user starts without the previous one's error. Reset while rendering rather than in the
+  // effect, as React advises for state tied to a prop, so no render shows the stale error.
+  const [errorUser, setErrorUser] = useState(userId);
+  if (errorUser !== userId) {
+    setErrorUser(userId);
+    setError(null);
+  }
   const currentUser = useRef(userId);
 
   const load = useCallback(async (user: string) => {
@@ -31,7 +38,6 @@ function useTaskLoader(userId: string): { reload: () => void; error: string | nu
   useEffect(() => {
     currentUser.current = userId;
     useTaskStore.getState().setTasks([]);
-    setError(null);
     if (userId) void load(userId);
   }, [userId, load]);
 
@@ -41,7 +47,7 @@ function useTaskLoader(userId: string): { reload: () => void; error: string | nu
 
 function UserPicker({ userId, onPick }: { userId: string; onPick: (user: string) => void }): ReactNode {
   const [draft, setDraft] = useState(userId);
-  const submit = (event: FormEvent) => {
+  const submit = (event: SubmitEvent<HTMLFormElement>) => {
     event.preventDefault();
     onPick(draft.trim());
   };

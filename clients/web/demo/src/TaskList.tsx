@@ -1,4 +1,4 @@
-import { useState, type FormEvent, type ReactNode } from 'react';
+import { useState, type ReactNode, type SubmitEvent } from 'react';
 
 import { useTaskStore, type Task } from '../../src/index.js';
 import { createTask, deleteTask, updateTask } from './api.js';
@@ -22,7 +22,7 @@ export function TaskList({ userId, onError }: Props): ReactNode {
     action().catch((failure: unknown) => onError(String(failure)));
   };
 
-  const add = (event: FormEvent) => {
+  const add = (event: SubmitEvent<HTMLFormElement>) => {
     event.preventDefault();
     const text = title.trim();
     if (!text) return;
@@ -73,7 +73,7 @@ function TaskRow({ task, userId, run }: RowProps): ReactNode {
   // shown read-only.
   const id = typeof task.id === 'number' ? task.id : null;
 
-  const save = (event: FormEvent) => {
+  const save = (event: SubmitEvent<HTMLFormElement>) => {
     event.preventDefault();
     const text = draft?.trim();
     if (id === null || !text) return;
