@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 source scripts/debian-packages.sh
 
 if ! command -v redis-server >/dev/null; then
-  echo "installing Debian's redis-server"
   install_server_package redis-server redis-server
 fi
 

@@ -47,7 +47,7 @@ if [[ ! -f $built ]] || [[ -n $(find "${inputs[@]}" -newer "$built" -print -quit
 fi
 
 if $browser && [[ ! -x /usr/bin/chromium ]]; then
-  echo "ensure-web-deps: installing Debian's chromium for the browser test"
+  echo "ensure-web-deps: /usr/bin/chromium not found; the browser test needs Debian's chromium"
   # shellcheck source=scripts/debian-packages.sh
   source scripts/debian-packages.sh
   install_packages chromium

@@ -88,7 +88,6 @@ ensure_commands() {
         command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
     done
     if ((${#missing[@]})); then
-        log "installing Debian packages: ${missing[*]}"
         install_packages "${missing[@]}"
     fi
 }

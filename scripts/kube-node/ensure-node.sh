@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make what a Kubernetes node of the cluster tests runs on available, and print where it is.
 #
-#   containerd, ctr   Debian's containerd package (1.6); its own system service is stopped and
-#                     disabled: the tests run a containerd of their own with a private config.
+#   containerd, ctr   Debian's containerd package (1.6); the tests run a containerd of their own
+#                     with a private config, so a system service the install starts is stopped
+#                     (scripts/debian-packages.sh: a containerd the machine ran before is left).
 #   runc              Debian's runc package.
 #   CNI plugins       Debian's containernetworking-plugins (bridge, host-local, loopback, portmap).
 #   test images       OCI archives of two static C programs, built here with gcc into
@@ -42,16 +43,15 @@ ensure_packages() {
         log "containerd not found, installing Debian's containerd"
         install_server_package containerd containerd
     fi
-    # runc and the CNI plugins start no service; the helper's disable step is a no-op for them.
     if ! command -v runc >/dev/null 2>&1; then
         log "runc not found, installing Debian's runc"
-        install_server_package runc runc
+        install_packages runc
     fi
     local plugin
     for plugin in "${cni_plugins[@]}"; do
         if ! [ -x "$cni_bin_dir/$plugin" ]; then
             log "CNI plugin $plugin not found, installing Debian's containernetworking-plugins"
-            install_server_package containernetworking-plugins containernetworking-plugins
+            install_packages containernetworking-plugins
             break
         fi
     done
