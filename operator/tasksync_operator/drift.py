@@ -59,7 +59,7 @@ SourceIndex = Mapping[tuple[str, str], Iterable[SubscriptionSource]]
 PolicyIndex = Mapping[tuple[str, str], Iterable[PolicySource]]
 
 
-def watch_scopes(namespaces: Sequence[str]) -> list[str | None]:
+def watch_scopes(namespaces: Sequence[str]) -> Sequence[str | None]:
     """Where to list and watch Subscriptions (None: cluster-wide).
 
     One request per namespace the operator was given by name, since its Roles there grant

@@ -37,12 +37,16 @@ from tasksync_operator.model import (
     VERSION,
 )
 
+# kopf passes each index to the handlers as a keyword argument named after it, which kopf's handler
+# protocols do not declare: the handlers taking one carry a `type: ignore[arg-type]`, as in kopf's
+# own examples.
+
 # kopf's bookkeeping (handler progress, the last handled spec, the finalizer) goes into
 # annotations under our own prefix; the CRDs' status schemas stay strict and kopf-free.
 ANNOTATION_PREFIX = "operator.tasksync.io"
 
 
-@kopf.on.startup()
+@kopf.on.startup()  # type: ignore[arg-type]
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
@@ -109,7 +113,7 @@ async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.index(GROUP, VERSION, TSS_PLURAL)
-def subscription_sources(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+def subscription_sources(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): model.subscription_source(body)}
 
 
@@ -122,7 +126,7 @@ async def reconcile_subscription(
     patch: kopf.Patch,
     retry: int,
     memo: kopf.Memo,
-    logger: logging.LoggerAdapter,
+    logger: kopf.Logger,
     **_: Any,
 ) -> None:
     source = model.subscription_source(body)
@@ -153,13 +157,13 @@ async def reconcile_subscription(
 
 
 @kopf.index(GROUP, VERSION, RLP_PLURAL)
-def policy_sources(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any]:
+def policy_sources(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Any, Any]:
     source = model.policy_source(body)
     return {(namespace, source.spec.target): source}
 
 
 async def _reconcile_target(
-    namespace: str, target: str, memo: kopf.Memo, logger: logging.LoggerAdapter, policy_sources: kopf.Index
+    namespace: str, target: str, memo: kopf.Memo, logger: kopf.Logger, policy_sources: kopf.Index
 ) -> None:
     try:
         await reconcile.reconcile_limits(
@@ -180,24 +184,24 @@ async def _reconcile_target(
 
 @kopf.on.resume(GROUP, VERSION, RLP_PLURAL)
 @kopf.on.create(GROUP, VERSION, RLP_PLURAL)
-@kopf.on.update(GROUP, VERSION, RLP_PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, RLP_PLURAL, field="spec")  # type: ignore[arg-type]
 async def reconcile_policy(
     spec: kopf.Spec,
     namespace: str,
     memo: kopf.Memo,
-    logger: logging.LoggerAdapter,
+    logger: kopf.Logger,
     policy_sources: kopf.Index,
     **_: Any,
 ) -> None:
     await _reconcile_target(namespace, spec["target"], memo, logger, policy_sources)
 
 
-@kopf.on.delete(GROUP, VERSION, RLP_PLURAL)
+@kopf.on.delete(GROUP, VERSION, RLP_PLURAL)  # type: ignore[arg-type]
 async def release_policy(
     spec: kopf.Spec,
     namespace: str,
     memo: kopf.Memo,
-    logger: logging.LoggerAdapter,
+    logger: kopf.Logger,
     policy_sources: kopf.Index,
     **_: Any,
 ) -> None:
@@ -205,12 +209,14 @@ async def release_policy(
     await _reconcile_target(namespace, spec["target"], memo, logger, policy_sources)
 
 
-@kopf.on.event("v1", "configmaps", labels={MANAGED_BY_LABEL: MANAGED_BY, LIMITS_TARGET_LABEL: kopf.PRESENT})
+@kopf.on.event(  # type: ignore[arg-type]
+    "v1", "configmaps", labels={MANAGED_BY_LABEL: MANAGED_BY, LIMITS_TARGET_LABEL: kopf.PRESENT}
+)
 async def repair_limits(
     body: kopf.Body,
     namespace: str,
     memo: kopf.Memo,
-    logger: logging.LoggerAdapter,
+    logger: kopf.Logger,
     policy_sources: kopf.Index,
     **_: Any,
 ) -> None:

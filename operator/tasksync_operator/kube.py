@@ -1,5 +1,8 @@
 """The few Kubernetes API calls the handlers make, over kubernetes_asyncio, returning plain dicts.
 
+They send plain dicts too, which the client sends as they are: its stubs want a model such as
+V1ConfigMap for a built-in kind's body and leave out `_content_type`, hence the `type: ignore`s.
+
 kopf watches and patches the objects it handles; everything else (Dapr Subscriptions, the
 limits ConfigMaps and the Deployments that own them, the status of sibling policies) goes
 through here. Credentials come from one
@@ -51,6 +54,8 @@ async def load_configuration(kubeconfig: str | None) -> client.Configuration:
 
 async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """The same credentials in kopf's terms."""
+    if configuration.host is None:
+        raise ValueError("the Kubernetes configuration names no API server")
     authorization = await configuration.get_api_key_with_prefix("BearerToken") or ""
     scheme, _, token = authorization.partition(" ")
     return kopf.ConnectionInfo(
@@ -144,10 +149,10 @@ async def write_configmap(
     core = client.CoreV1Api(api)
     meta = body["metadata"]
     if resource_version is None:
-        await core.create_namespaced_config_map(meta["namespace"], body)
+        await core.create_namespaced_config_map(meta["namespace"], body)  # type: ignore[arg-type]
     else:
         guarded = {**body, "metadata": {**meta, "resourceVersion": resource_version}}
-        await core.replace_namespaced_config_map(meta["name"], meta["namespace"], guarded)
+        await core.replace_namespaced_config_map(meta["name"], meta["namespace"], guarded)  # type: ignore[arg-type]
 
 
 async def patch_status(
@@ -155,7 +160,7 @@ async def patch_status(
 ) -> bool:
     """Merge `status` into an object's status subresource; False if the object is gone."""
     try:
-        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(  # type: ignore[call-arg]
             GROUP, VERSION, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
         )
     except ApiException as exc:
@@ -171,7 +176,7 @@ async def post_event(api: client.ApiClient, ref: ObjectRef, *, type: str, reason
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     await client.CoreV1Api(api).create_namespaced_event(
         ref.namespace,
-        {
+        {  # type: ignore[arg-type]
             "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
             "involvedObject": {
                 "apiVersion": ref.api_version,

@@ -20,12 +20,13 @@ for any controller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import math
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -101,13 +102,11 @@ class LeaseElector:
             if self.holder != reported:
                 reported = self.holder
                 logger.info("standing by: Lease %s is held by %s", self.settings.lease_name, reported)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(until.wait(), self.settings.retry_period)
-            except TimeoutError:
-                pass
         return False
 
-    async def lead(self, work: Callable[[], Awaitable[None]], *, until: asyncio.Event) -> None:
+    async def lead(self, work: Callable[[], Coroutine[Any, Any, None]], *, until: asyncio.Event) -> None:
         """Run `work()` while renewing the Lease; release the Lease when it ends.
 
         `work` ends on its own (kopf stops gracefully on SIGTERM), or is cancelled when `until`
@@ -174,7 +173,7 @@ class LeaseElector:
             await self._leases.replace_namespaced_lease(
                 self.settings.lease_name,
                 self.settings.lease_namespace,
-                self._body(spec, resource_version=lease.metadata.resource_version),
+                self._body(spec, resource_version=lease.metadata.resource_version),  # type: ignore[arg-type]
             )
             self.holder = None
             logger.info("released Lease %s", self.settings.lease_name)
@@ -200,7 +199,10 @@ class LeaseElector:
                 raise
             spec = self._spec(acquired=now, renewed=now, transitions=0)
             try:
-                await self._leases.create_namespaced_lease(settings.lease_namespace, self._body(spec))
+                await self._leases.create_namespaced_lease(
+                    settings.lease_namespace,
+                    self._body(spec),  # type: ignore[arg-type]
+                )
             except ApiException as create_error:
                 if create_error.status == 409:
                     return False  # another replica created it first
@@ -226,7 +228,7 @@ class LeaseElector:
             await self._leases.replace_namespaced_lease(
                 settings.lease_name,
                 settings.lease_namespace,
-                self._body(spec, resource_version=lease.metadata.resource_version),
+                self._body(spec, resource_version=lease.metadata.resource_version),  # type: ignore[arg-type]
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -247,6 +249,9 @@ class LeaseElector:
         }
 
     def _body(self, spec: dict[str, Any], *, resource_version: str | None = None) -> dict[str, Any]:
+        """The Lease as a plain dict, which the client sends as it is, although its stubs want a
+        V1Lease: that model would write the times without the six-digit fraction MicroTime needs
+        whenever the microseconds are 0."""
         metadata: dict[str, Any] = {"name": self.settings.lease_name, "namespace": self.settings.lease_namespace}
         if resource_version is not None:
             metadata["resourceVersion"] = resource_version

@@ -26,8 +26,11 @@ import kopf
 import msgspec
 from kubernetes_asyncio.client import ApiClient
 
-from tasksync_operator import handlers  # noqa: F401  (registers the handlers with kopf)
-from tasksync_operator import kube, leadership
+from tasksync_operator import (
+    handlers,  # noqa: F401  (registers the handlers with kopf)
+    kube,
+    leadership,
+)
 from tasksync_operator.config import OperatorConfig
 from tasksync_operator.liveness import serve_standby_liveness
 

@@ -9,10 +9,15 @@ rendering helpers); tests/operator/test_operator_crds.py keeps both sets of defa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
 from tasksync.limits import Limits
+
+if TYPE_CHECKING:
+    # For the annotation only: these typed views need no kopf at run time.
+    from kopf import RawBody
 
 GROUP = "tasksync.io"
 VERSION = "v1alpha1"
@@ -89,7 +94,7 @@ class ObjectRef(msgspec.Struct, frozen=True, kw_only=True):
     uid: str
     generation: int = 0
 
-    def as_body(self) -> dict[str, Any]:
+    def as_body(self) -> RawBody:
         """The minimal body kopf needs to post a Kubernetes event about this object."""
         return {
             "apiVersion": self.api_version,

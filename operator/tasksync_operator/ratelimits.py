@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
-from tasksync.limits import Limits, LimitsFile, decode_limits_file, encode_limits_file
 
+from tasksync.limits import Limits, LimitsFile, decode_limits_file, encode_limits_file
 from tasksync_operator import conditions
 from tasksync_operator.model import (
     LIMITS_TARGET_LABEL,

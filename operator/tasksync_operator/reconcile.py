@@ -16,8 +16,8 @@ import kopf
 import msgspec
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
-from tasksync.limits import LimitsFile
 
+from tasksync.limits import LimitsFile
 from tasksync_operator import conditions, kube, ratelimits, subscriptions
 from tasksync_operator.model import RLP_PLURAL, PolicySource, SubscriptionSource
 
@@ -170,10 +170,10 @@ async def reconcile_limits(
                 continue  # deleted since it was indexed
             reported[policy.ref.uid] = status
             if problem is not None:
-                kopf.warn(policy.ref.as_body(), reason=ratelimits.REASON_INVALID, message=problem)
+                kopf.warn(kopf.Body(policy.ref.as_body()), reason=ratelimits.REASON_INVALID, message=problem)
             elif new_file is not None:
                 kopf.event(
-                    policy.ref.as_body(),
+                    kopf.Body(policy.ref.as_body()),
                     type="Normal",
                     reason=ratelimits.REASON_APPLIED,
                     message=f"limits generation {in_force} written to ConfigMap {name}",

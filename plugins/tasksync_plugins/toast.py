@@ -1,5 +1,5 @@
-"""`toast`: the seed's four toasts, in English. Per-locale text belongs to other plugins
-listed before this one in TASKSYNC_NOTIFIERS (the first answer wins).
+"""`toast`: the four toasts of the original client specification, in English. Per-locale text
+belongs to other plugins listed before this one in TASKSYNC_NOTIFIERS (the first answer wins).
 
 Titles carry no emoji: the client shows each event's icon (✅ 🔄 ✔️ 🗑️) beside whatever text
 the server sends, so an emoji here would appear twice."""
