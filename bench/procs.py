@@ -8,6 +8,7 @@ also exits on its own when the orchestrator dies, because its stdin reaches end-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -148,10 +149,8 @@ class Child:
             return
         if self.control and self.process.stdin is not None:
             # End-of-file is the polite way to stop a controlled child; the signal follows if needed.
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.process.stdin.close()
-            except BrokenPipeError:
-                pass
         else:
             self.process.send_signal(sig)
         try:

@@ -123,7 +123,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines += [
         "| " + " | ".join(_fmt(cell) if not isinstance(cell, str) else cell for cell in row) + " |" for row in rows
     ]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _load(workload: dict[str, Any]) -> str:
@@ -136,10 +136,12 @@ def _load(workload: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     w = results["workloads"]
     out = [
-        f"Run `{results['plan']}` of {results['started_at']}, {_fmt(results['duration_s'])} s "
-        f"on {results['machine']['cpus']} cores ({results['machine']['platform']}); "
-        f"load average {results['load_start']} at start, "
-        f"{results['load_end']} at end. Ratios are TaskSync / peer, both measured in this run.",
+        (
+            f"Run `{results['plan']}` of {results['started_at']}, {_fmt(results['duration_s'])} s "
+            f"on {results['machine']['cpus']} cores ({results['machine']['platform']}); "
+            f"load average {results['load_start']} at start, "
+            f"{results['load_end']} at end. Ratios are TaskSync / peer, both measured in this run."
+        ),
         "",
         "### Targets",
         "",
@@ -164,8 +166,10 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             _load(d),
             "",
-            "Saturation: the median of the pushes listed under `each push`, made one after another on "
-            "the same sockets; `delivered` counts that push.",
+            (
+                "Saturation: the median of the pushes listed under `each push`, made one after another on "
+                "the same sockets; `delivered` counts that push."
+            ),
             "",
         ]
         rows = []
@@ -204,8 +208,10 @@ def markdown(results: dict[str, Any]) -> str:
         )
         if "variants" in d:
             out += [
-                "TaskSync under uvicorn's WebSocket implementations and loops (saturation, "
-                f"{d['variants'][0]['sockets']:,} sockets; `tasksync` is server.py's WebSocketProtocol):",
+                (
+                    "TaskSync under uvicorn's WebSocket implementations and loops (saturation, "
+                    f"{d['variants'][0]['sockets']:,} sockets; `tasksync` is server.py's WebSocketProtocol):"
+                ),
                 "",
             ]
             out += _table(
@@ -247,8 +253,10 @@ def markdown(results: dict[str, Any]) -> str:
         m = w["memory"]
         out += ["### 3. Memory per idle connection", "", _load(m), ""]
         out += [
-            "`browser-like`: the client offers permessage-deflate, as every browser does; a server that "
-            "accepts keeps a compressor and a decompressor per connection.",
+            (
+                "`browser-like`: the client offers permessage-deflate, as every browser does; a server that "
+                "accepts keeps a compressor and a decompressor per connection."
+            ),
             "",
         ]
         out += _table(

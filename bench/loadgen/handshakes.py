@@ -48,7 +48,9 @@ async def handshakes(command: dict[str, Any]) -> dict[str, Any]:
         nonlocal completed
         async with limit:
             target = url if secret else f"{url}?user_id=u{index % users}"
-            opened = await open_websocket(_FirstFrame, target, index, failures, extra_headers=headers[index % len(headers)])
+            opened = await open_websocket(
+                _FirstFrame, target, index, failures, extra_headers=headers[index % len(headers)]
+            )
             if opened is None:
                 return
             transport, listener = opened

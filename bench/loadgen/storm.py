@@ -259,7 +259,7 @@ class Storm:
             "seconds_to_50_resumed": time_to(0.5, resumed),
             "seconds_to_99_resumed": time_to(0.99, resumed),
             "seconds_to_all_resumed": time_to(1.0, resumed),
-            "not_back": {state: n for state, n in Counter(c.state for c in self.clients if not c.back_ns).items()},
+            "not_back": dict(Counter(c.state for c in self.clients if not c.back_ns)),
             "connect_errors": dict(self.connect_errors),
             "published": sum(len(ids) for ids in self.acked.values()),
             "lost": self._missing(),

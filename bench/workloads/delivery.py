@@ -152,7 +152,7 @@ def run_delivery(run: Run) -> dict[str, Any]:
                 "ws": ws,
                 "loop": loop,
                 "sockets": sockets,
-                **{mode: r for mode, r in measure(run, "tasksync", sockets, None, "--ws", ws, "--loop", loop).items()},
+                **measure(run, "tasksync", sockets, None, "--ws", ws, "--loop", loop),
             }
             for ws, loop in VARIANTS
         ]
