@@ -50,7 +50,14 @@ demo: $(DEMO_INSTALLED)
 test:
 	bash scripts/test.sh
 
-# Benchmarks against real peers (issue 8): about 14 minutes; rewrites bench/results and the
+# The loop while editing: the unit and service tests, with only the Python packages of `venv`
+# (no apt, Go, Chromium or helm; no Redis either). tests/plugins needs nothing more but would take
+# the run past two minutes on two cores: run it by path when a change touches plugins.
+.PHONY: test-fast
+test-fast: venv
+	$(VENV)/bin/python -m pytest tests/unit tests/service -q
+
+# Benchmarks against real peers: about 14 minutes; rewrites bench/results and the
 # results block of docs/performance.md.
 bench: venv
 	$(VENV)/bin/python -m bench.run
