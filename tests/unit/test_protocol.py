@@ -21,7 +21,8 @@ from tasksync.protocol import (
     utc_now_iso,
 )
 
-SEED_FIELDS = {"type", "event", "task", "timestamp"}
+# The fields of the original client specification's WebSocketMessage.
+SPECIFICATION_FIELDS = {"type", "event", "task", "timestamp"}
 
 
 def event(**overrides) -> TaskEvent:
@@ -31,9 +32,9 @@ def event(**overrides) -> TaskEvent:
     return TaskEvent(**fields)
 
 
-def test_task_update_is_a_superset_of_the_seed_message():
+def test_task_update_is_a_superset_of_the_specification_message():
     frame = msgspec.json.decode(encode_task_update(event(), seq=7, epoch="m-1"))
-    assert SEED_FIELDS <= frame.keys()
+    assert SPECIFICATION_FIELDS <= frame.keys()
     assert frame == {
         "type": "task_update",
         "event": "task.created",
