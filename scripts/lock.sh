@@ -3,7 +3,7 @@
 # newest versions the ranges allow, which `make lock` leaves alone while they still fit):
 #   requirements/lock.txt    the newest versions: what `make venv` installs, CI and the image too
 #   requirements/lowest.txt  each direct dependency at its floor: what the lowest-versions run
-#                            of `make test` installs (scripts/lowest-venv.sh)
+#                            of `make test` installs (scripts/test-lowest.sh)
 # Both for Python 3.11 on Linux, with the hashes of every file of each pinned version (pip then
 # refuses anything else). uv resolves them: it is one wheel from PyPI, and unlike pip-compile it
 # can resolve to the floors (--resolution lowest-direct).
