@@ -18,10 +18,11 @@ import itertools
 import logging
 
 import uvicorn
+
 from tasksync.events import TaskEvent
+from tasksync.server import uvicorn_config
 from tasksync.service import Service
 from tasksync.settings import Settings
-from tasksync.server import uvicorn_config
 from tasksync.transport import WebSocketProtocol, quiet_client_protocol_errors
 
 from ..shape import TIMESTAMP, task
@@ -50,10 +51,10 @@ async def serve(port: int, ws: str, loop: str, limits_file: str) -> None:
         event = TaskEvent(
             id=f"e-{next(ids)}", user_id=user, event="task.updated", task=task(n), occurred_at=TIMESTAMP, source="bench"
         )
-        delivery = await service.broker.publish(event)
+        delivery = await service.node.broker.publish(event)
         return delivery.listeners if delivery is not None else 0
 
-    await serve_uvicorn(server, lambda: service.hub.connection_count, emit)
+    await serve_uvicorn(server, lambda: service.node.hub.connection_count, emit)
 
 
 def main() -> None:

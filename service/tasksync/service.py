@@ -17,18 +17,19 @@ from typing import Literal
 import msgspec
 
 from . import redact
-from .broker import Broker, BrokerUnavailable, create_broker
+from .background import BackgroundTasks
+from .broker import Broker, create_broker
+from .connection import CloseRequest
 from .events import TaskEvent
-from .hub import CloseRequest, Hub
 from .limits import Limits, LimitsFile
 from .limits_watch import LimitsWatcher
 from .metrics import Metrics
+from .node import Node
 from .origins import OriginPolicy
 from .plugins import Plugins
-from .protocol import CLOSE_SERVICE_RESTART, CLOSE_TRY_AGAIN_LATER
+from .protocol import CLOSE_SERVICE_RESTART
 from .ratelimit import BucketsByKey
 from .settings import Settings
-from .stream import open_stream
 
 log = logging.getLogger("tasksync")
 
@@ -37,10 +38,6 @@ DAPR_TOKEN_NOT_SET = (
     "TASKSYNC_DAPR_API_TOKEN is not set: outside development mode the Dapr routes refuse every request "
     "until it equals the Dapr sidecar's APP_API_TOKEN (the secret its dapr.io/app-token-secret annotation names)"
 )
-
-# Asked of a connection whose stream cannot open or catch up without the broker's offsets: the
-# client comes back with backoff and resumes, losing nothing.
-BROKER_UNAVAILABLE = CloseRequest(CLOSE_TRY_AGAIN_LATER, "broker unavailable; try again later", "broker_unavailable")
 
 IngestOutcome = Literal["accepted", "duplicate"]
 
@@ -54,6 +51,8 @@ class Readiness:
 
 
 class Service:
+    """Settings, plugins, limits and metrics around a `Node`, which does the delivering."""
+
     def __init__(self, settings: Settings, *, broker: Broker | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
@@ -71,27 +70,31 @@ class Service:
         # Sockets counted against max_connections_per_process, from their handshake to their
         # end, whether authenticated yet or still waiting for their auth frame.
         self.open_sockets = 0
-        self.hub = Hub(
+        self.outbound_buckets = BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+        self.node = Node(
+            broker
+            or create_broker(
+                settings.broker,
+                history_size=settings.history_size,
+                history_ttl=settings.history_ttl,
+                dedupe_window=settings.dedupe_window,
+            ),
             self.metrics,
-            BucketsByKey(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user),
-            on_deferred=self._schedule_catch_up,
+            outbound=self.outbound_buckets,
+            admit_replay=self.admit_replay,
+            heartbeat_interval=settings.heartbeat_interval,
+            send_timeout=settings.send_timeout,
         )
-        self.broker = broker or create_broker(
-            settings.broker,
-            history_size=settings.history_size,
-            history_ttl=settings.history_ttl,
-            dedupe_window=settings.dedupe_window,
-        )
-        self.broker.set_sink(self.hub.deliver)
+        node = self.node
         self.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks()))
-        self.metrics.connected_users.set_function(lambda: self.hub.user_count)
+        self.metrics.connected_users.set_function(lambda: node.hub.user_count)
         self.metrics.sockets_open.set_function(lambda: self.open_sockets)
-        self.metrics.history_events.set_function(lambda: self.broker.held_events)
+        self.metrics.history_events.set_function(lambda: node.broker.held_events)
         self.limits_watcher = (
             LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
         )
         self.draining = False
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
 
     @property
     def limits(self) -> Limits:
@@ -101,7 +104,7 @@ class Service:
         self.limits_file = limits_file
         limits = limits_file.limits
         self.publish_buckets.reconfigure(limits.publish_requests_per_second_per_key, limits.publish_burst_per_key)
-        self.hub.outbound.reconfigure(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
+        self.outbound_buckets.reconfigure(limits.outbound_events_per_second_per_user, limits.outbound_burst_per_user)
         self.replay_budgets.reconfigure(limits.replay_events_per_second_per_user, limits.replay_burst_per_user)
         self.metrics.limits_generation.set(limits_file.generation)
 
@@ -121,58 +124,30 @@ class Service:
         await self.plugins.startup()
         if self.limits_watcher is not None:
             self.limits_watcher.check()
-            self._spawn(self.limits_watcher.run(self.settings.limits_poll_interval))
-        await self.broker.start()
-        self._spawn(self.hub.run_heartbeat(self.settings.heartbeat_interval))
-        self._spawn(self.hub.run_stall_watch(self.settings.send_timeout))
-        log.info("tasksync started: broker=%s auth=%s", self.broker.name, self.plugins.auth_name)
+            self._background.spawn(self.limits_watcher.run(self.settings.limits_poll_interval))
+        await self.node.start()
+        log.info("tasksync started: broker=%s auth=%s", self.node.broker.name, self.plugins.auth_name)
 
     async def stop(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.broker.stop()
+        await self._background.cancel_all()
+        await self.node.stop()
         await self.plugins.shutdown()
-
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _schedule_catch_up(self, user_id: str, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, lambda: self._spawn(self._catch_up(user_id)))
-
-    async def _catch_up(self, user_id: str) -> None:
-        """Deliver what the outbound rate limit deferred, from history, as one batch per
-        connection. Every connection enters replay mode before the first await, so a live
-        event arriving meanwhile waits behind the catch-up instead of overtaking it."""
-        conns = self.hub.connections_of(user_id)
-        self.hub.deferred.discard(user_id)
-        for conn in conns:
-            conn.begin_replay()
-        for conn in conns:
-            try:
-                await open_stream(conn, self, (conn.last_taken_seq, conn.epoch), first=False, client_resume=False)
-            except BrokerUnavailable:
-                conn.request_close(BROKER_UNAVAILABLE)
 
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012
         spread over `drain_window`, and return once all are gone or `drain_grace` is up."""
         self.draining = True
         settings = self.settings
-        log.info("draining %d connections over %.1fs", self.hub.connection_count, settings.drain_window)
+        log.info("draining %d connections over %.1fs", self.node.hub.connection_count, settings.drain_window)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.drain_grace
         request = CloseRequest(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume", "drain")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.drain_grace):
-                await self.hub.close_gradually(request, settings.drain_window)
-        while self.hub.connection_count and loop.time() < deadline:
+                await self.node.hub.close_gradually(request, settings.drain_window)
+        while self.node.hub.connection_count and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        log.info("drained; %d connections left", self.hub.connection_count)
+        log.info("drained; %d connections left", self.node.hub.connection_count)
 
     async def ingest(self, event: TaskEvent) -> IngestOutcome:
         """Shape the toast, hand the event to the broker, and tell offline notifiers when its
@@ -180,14 +155,14 @@ class Service:
         notification = await self.plugins.notification(event)
         if notification is not None:
             event = msgspec.structs.replace(event, notification=notification)
-        delivery = await self.broker.publish(event)
+        delivery = await self.node.broker.publish(event)
         if delivery is None:
             self.metrics.events_duplicate.inc()
             return "duplicate"
         self._received(event.source, event.event).inc()
         if delivery.listeners == 0 and self.plugins.has_offline_notifiers:
             # After the store, off the ingest path: a slow notifier never delays an acknowledgement.
-            self._spawn(self.plugins.offline_event(event))
+            self._background.spawn(self.plugins.offline_event(event))
         return "accepted"
 
     @contextlib.contextmanager
@@ -219,6 +194,6 @@ class Service:
         return True
 
     async def readiness(self) -> Readiness:
-        broker_ok = await self.broker.ready()
+        broker_ok = await self.node.broker.ready()
         full = self.full
         return Readiness(ready=broker_ok and not self.draining and not full, broker=broker_ok, draining=self.draining, full=full)

@@ -1,18 +1,14 @@
-"""One WebSocket session: handshake checks, authentication, resume, the reader loop and the
-writer task.
+"""One WebSocket session: handshake checks, authentication, resume and the reader loop.
 
-The session owns the socket. The hub only ever puts frames into the connection's outbox; the
-writer here is the one place that awaits the socket for sending.
+The session reads the socket; what is written to it after the handshake goes through the
+session's `Connection` (connection.py), which owns the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -20,9 +16,10 @@ from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
 
 from .auth import AuthRefused, Handshake, Principal, TokenRequired
-from .broker import BrokerUnavailable, Delivery
+from .broker import BrokerUnavailable
+from .connection import ABORTED, CloseRequest, Connection
 from .forwarded import peer_host
-from .hub import CloseRequest, Connection
+from .node import BROKER_UNAVAILABLE, ReplayOverBudget
 from .protocol import (
     BEARER_PREFIX,
     CLOSE_POLICY,
@@ -41,9 +38,8 @@ from .protocol import (
     encode,
 )
 from .ratelimit import TokenBucket
-from .service import BROKER_UNAVAILABLE, Service
-from .stream import ReplayOverBudget, open_stream
-from .transport import TRANSPORT_ABORT_KEY, TRANSPORT_SEND_NOW_KEY
+from .service import Service
+from .transport import transport_of
 
 
 class HandshakeRejected(Exception):
@@ -198,7 +194,7 @@ async def _admit(socket: WebSocket, service: Service, room: bool) -> Admission |
         principal = await _first_frame_auth(socket, service, handshake)
         if principal is None:
             return None
-    if len(service.hub.connections_of(principal.user_id)) >= service.limits.max_connections_per_user:
+    if len(service.node.hub.connections_of(principal.user_id)) >= service.limits.max_connections_per_user:
         # The newest connection is refused, not the oldest evicted: evicting would make two
         # over-limit tabs knock each other out forever as each reconnects.
         metrics.handshakes_refused.labels("user_limit").inc()
@@ -217,35 +213,30 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
         metrics.reconnects.inc()
         metrics.reconnect_failed_attempts.inc(attempts)
 
-    conn = Connection(principal.user_id, service.settings.outbox_size)
-    # Partials rather than closures: each connection keeps these for its whole life.
-    conn.abort = functools.partial(_abort, socket.scope.get(TRANSPORT_ABORT_KEY), asyncio.current_task())
-    conn.send_now = socket.scope.get(TRANSPORT_SEND_NOW_KEY)
-    conn.start_writer = functools.partial(_start_writer, socket, conn, service)
+    conn = Connection(principal.user_id, service.settings.outbox_size, transport_of(socket), metrics)
     expiry = _Expiry(conn)
     expiry.schedule(principal.expires_at)
     try:
-        if service.hub.add(conn):
-            await service.broker.watch(conn.user_id)
+        await service.node.register(conn)
         await _open_stream(conn, service, admission.resume, first=True)
         await _read(socket, conn, service, expiry)
     except asyncio.CancelledError:
-        if conn.closing is None or conn.closing.label != "stalled":
-            raise  # a cancellation that is not our own abort (server shutdown) goes on up
+        # An aborted connection's transport (AsgiTransport) ends it by cancelling the session;
+        # any other cancellation (server shutdown) goes on up.
+        if conn.state is not ABORTED:
+            raise
     except WebSocketDisconnect:
         pass  # the peer went away while we were reading: the normal end of a session
     finally:
         expiry.cancel()
-        writer = conn.stop_writer()
+        writer = conn.end()
         if writer is not None:
             writer.cancel()
             # The writer ends with the socket, however it ended (cancelled, or the peer gone in
             # mid-send); none of that may skip the bookkeeping below.
             await asyncio.gather(writer, return_exceptions=True)
-        if service.hub.remove(conn):
-            await service.broker.unwatch(conn.user_id)
-        label = conn.closing.label if conn.closing else "client"
-        metrics.connections_closed.labels(label).inc()
+        await service.node.unregister(conn)
+        metrics.connections_closed.labels(conn.close_label).inc()
 
 
 class _Expiry:
@@ -315,7 +306,7 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _
         message = await socket.receive()
         if message["type"] == "websocket.disconnect":
             return
-        if conn.closing is not None:
+        if not conn.is_open:
             continue  # frames after we asked to close are read and ignored until the close completes
         text = message.get("text")
         if text is None:
@@ -352,10 +343,10 @@ async def _open_stream(conn: Connection, service: Service, resume: tuple[int, st
     close, with a code that tells the client when to come back."""
     try:
         if resume is None:
-            await open_stream(conn, service, resume, first=first)
+            await service.node.open_stream(conn, resume, first=first)
         else:
             async with service.replay_slots:
-                await open_stream(conn, service, resume, first=first)
+                await service.node.open_stream(conn, resume, first=first)
     except BrokerUnavailable:
         conn.request_close(BROKER_UNAVAILABLE)
     except ReplayOverBudget:
@@ -376,46 +367,3 @@ async def _refresh(conn: Connection, service: Service, handshake: Handshake, exp
         conn.request_close(CloseRequest(CLOSE_UNAUTHENTICATED, "refreshed token names another user", "unauthenticated"))
         return
     expiry.schedule(principal.expires_at)
-
-
-def _abort(abort_transport: Callable[[], None] | None, session: asyncio.Task | None) -> None:
-    """End a connection whose peer stopped reading: no frame can reach it any more."""
-    if abort_transport is not None:
-        abort_transport()
-    if session is not None:
-        session.cancel()
-
-
-def _start_writer(socket: WebSocket, conn: Connection, service: Service) -> asyncio.Task[None]:
-    return asyncio.create_task(_write(socket, conn, service))
-
-
-async def _write(socket: WebSocket, conn: Connection, service: Service) -> None:
-    """Send what the outbox holds through the ASGI send, which waits while the transport pushes
-    back; end once it is empty (the next frame queued starts another writer) or after a close."""
-    metrics = service.metrics
-    outbox = conn.outbox
-    send = socket.send
-    clock = asyncio.get_running_loop().time
-    try:
-        while (item := outbox.take_nowait()) is not None:
-            conn.sending_since = clock()
-            if isinstance(item, CloseRequest):
-                conn.stop_writer()  # nothing may follow the close frame
-                with contextlib.suppress(Exception):
-                    await socket.close(item.code, close_reason(item.reason))
-                conn.sending_since = 0.0
-                return
-            if isinstance(item, Delivery):
-                conn.last_taken_seq = item.seq
-                await send({"type": "websocket.send", "text": item.frame})
-                conn.sending_since = 0.0
-                metrics.events_delivered.inc()
-                item.pending_writes -= 1
-                if item.pending_writes == 0 and item.received_ns is not None:
-                    metrics.delivery_latency.observe((time.monotonic_ns() - item.received_ns) / 1e9)
-            else:
-                await send({"type": "websocket.send", "text": item})
-                conn.sending_since = 0.0
-    finally:
-        conn.writer_finished()

@@ -1,10 +1,12 @@
 """TaskSync's adaptations of uvicorn's transports.
 
-1. Aborting a connection whose peer stopped reading, and writing a frame at once when nothing
-   is queued. ASGI has no way to abort a connection (every send, including the close frame,
-   waits until the peer reads) nor a synchronous send; `WebSocketProtocol` puts both into the
-   scope. Under another ASGI server the keys are absent: a stalled connection is then only
-   released when its session ends, and every frame goes through the writer task.
+1. The `Transport` a connection writes through (connection.py): a synchronous write when
+   nothing is queued, the awaitable send, the close, and an abort. ASGI has no way to abort a
+   connection (every send, including the close frame, waits until the peer reads) nor a
+   synchronous send; `WebSocketProtocol` implements the whole interface on uvicorn's protocol
+   and hands itself to the session through the scope. Under another ASGI server,
+   `AsgiTransport` stands in: every frame then goes through the awaitable send, and a stalled
+   connection can only be released by ending its session, not its socket.
 2. Answering a handshake the WebSocket parser rejects. With a header line over 8 KiB (an
    oversized token in Sec-WebSocket-Protocol, say) the websockets parser prepares a 431
    response, but uvicorn's sans-I/O protocol never writes it and the connection hangs open.
@@ -40,12 +42,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from litestar import WebSocket
+
 # Through uvicorn_compat, which checks on import that the installed uvicorn has every part used
 # here and names the supported versions when it does not.
 from .uvicorn_compat import STATUS_LINE, HttpToolsProtocol, WebSocketsSansIOProtocol
 
-TRANSPORT_ABORT_KEY = "tasksync.transport_abort"
-TRANSPORT_SEND_NOW_KEY = "tasksync.transport_send_now"
+from .connection import Transport
+
+# The scope key under which `WebSocketProtocol` hands itself to the application.
+TRANSPORT_KEY = "tasksync.transport"
 
 
 class ReceiveQueue:
@@ -196,20 +202,19 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.close()
 
     async def run_asgi(self) -> None:
-        # The protocol itself knows its transport, whatever wraps `send` on the way to the app
-        # (Litestar's exception middleware does, so nothing reachable from `send` would).
-        self.scope[TRANSPORT_ABORT_KEY] = self.transport.abort  # type: ignore[literal-required]
-        self.scope[TRANSPORT_SEND_NOW_KEY] = self.send_text_now  # type: ignore[literal-required]
+        # The protocol itself is the connection's transport, whatever wraps `send` on the way to
+        # the app (Litestar's exception middleware does, so nothing reachable from `send` would).
+        self.scope[TRANSPORT_KEY] = self  # type: ignore[literal-required]
         await super().run_asgi()
 
-    def send_text_now(self, text: str, wire: bytes) -> bool:
+    # The `Transport` interface (connection.py).
+
+    def write_now(self, text: str, wire: bytes) -> bool:
         """Write one text frame synchronously, as `websockets.broadcast()` does, when the
         connection is open and its transport is not pushing back; False leaves the frame to the
-        ASGI send path (the connection's writer task), which waits for the transport.
-
-        `wire` is the same frame already serialized (`protocol.text_frame`): without an
-        extension, a server's frame is the same bytes on every socket, so the event is framed
-        once. With permessage-deflate each socket compresses its own."""
+        connection's writer, which waits for the transport. Without an extension a server's
+        frame is the same bytes on every socket (`wire`); with permessage-deflate each socket
+        compresses its own."""
         # The fewest checks that keep this correct, on the hot path of every delivery. The
         # others uvicorn's own send makes are implied: a peer's close frame, a lost connection
         # and a failed protocol all close the transport at once; an HTTP answer instead of an
@@ -228,6 +233,51 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         else:
             self.transport.write(wire)
         return True
+
+    async def send_text(self, text: str) -> None:
+        await self.send({"type": "websocket.send", "text": text})
+
+    async def send_close(self, code: int, reason: str) -> None:
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def abort(self) -> None:
+        # connection_lost follows: the app's receive gets a disconnect, and a send waiting on
+        # `writable` is released and fails, so the session ends as for a peer that went away.
+        self.transport.abort()
+
+
+class AsgiTransport:
+    """The `Transport` of a socket served by another ASGI server than TaskSync's uvicorn
+    protocol: no synchronous write, and no abort below ASGI, so aborting ends the session (the
+    server keeps the socket until its own timeouts)."""
+
+    __slots__ = ("_socket", "_session")
+
+    def __init__(self, socket: WebSocket, session: asyncio.Task[Any]) -> None:
+        self._socket = socket
+        self._session = session
+
+    def write_now(self, text: str, wire: bytes) -> bool:
+        return False
+
+    async def send_text(self, text: str) -> None:
+        await self._socket.send({"type": "websocket.send", "text": text})
+
+    async def send_close(self, code: int, reason: str) -> None:
+        await self._socket.close(code, reason)
+
+    def abort(self) -> None:
+        self._session.cancel()
+
+
+def transport_of(socket: WebSocket) -> Transport:
+    """The transport of a socket, from within its session's task."""
+    transport: Transport | None = socket.scope.get(TRANSPORT_KEY)  # type: ignore[assignment]
+    if transport is not None:
+        return transport
+    session = asyncio.current_task()
+    assert session is not None, "a session runs in a task"
+    return AsgiTransport(socket, session)
 
 
 def websocket_protocol(send_timeout: float, on_stalled: Callable[[], None]) -> type[WebSocketProtocol]:

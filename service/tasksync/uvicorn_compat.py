@@ -87,6 +87,9 @@ _ATTRIBUTES: dict[type, tuple[str, ...]] = {
 }
 # The answers transport.py writes itself, by status line.
 _STATUS_LINES = (408, 431)
+# The `Transport` methods transport.py adds to uvicorn's WebSocket protocol: a uvicorn that
+# defines one of them itself would have its own calls land in TaskSync's.
+_ADDED_METHODS = ("write_now", "send_text", "send_close", "abort")
 
 
 def _missing_parts() -> list[str]:
@@ -105,6 +108,11 @@ def _missing_parts() -> list[str]:
     if pause_writing is None or "writable" not in pause_writing.__code__.co_names:
         missing.append("write flow control (WebSocketsSansIOProtocol.pause_writing clearing `writable`)")
     missing += [f"STATUS_LINE[{status}]" for status in _STATUS_LINES if status not in STATUS_LINE]
+    missing += [
+        f"room for WebSocketsSansIOProtocol.{name}() (uvicorn defines its own)"
+        for name in _ADDED_METHODS
+        if hasattr(WebSocketsSansIOProtocol, name)
+    ]
     return missing
 
 

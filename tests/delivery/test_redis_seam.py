@@ -11,37 +11,30 @@ from __future__ import annotations
 
 import asyncio
 
-from tasksync.broker import Delivery
 from tasksync.broker.redis import RedisBroker
+from tasksync.connection import LIVE, Connection
 from tasksync.events import TaskEvent
-from tasksync.hub import Connection
 from tasksync.service import Service
 from tasksync.settings import Settings
-from tasksync.stream import open_stream
+from tests.support.recording_transport import RecordingTransport
 from tests.support.waiting import eventually
 
 USER = "lag"
 
 
-def seqs(conn: Connection) -> list[int]:
-    """Every delivery queued on the connection so far, in order (it has no writer)."""
-    items = []
-    while (item := conn.outbox.take_nowait()) is not None:
-        items.append(item)
-    return [item.seq for item in items if isinstance(item, Delivery)]
-
-
 async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_the_replay(redis_server):
     broker = RedisBroker(redis_server.url)
     service = Service(Settings(dev=True), broker=broker)
+    node = service.node
     await broker.start()
     try:
         await eventually(broker.ready, what="the pub/sub listener up")
         # A tab that is live and keeps the user's channel subscribed.
-        live = Connection(USER, 100)
-        assert service.hub.add(live)
+        live_socket = RecordingTransport()
+        live = Connection(USER, 100, live_socket, service.metrics)
+        assert node.hub.add(live)
         await broker.watch(USER)
-        await open_stream(live, service, None, first=True)
+        await node.open_stream(live, None, first=True)
         epoch = live.epoch
 
         # Hold the listener at the next pub/sub message, as a busy event loop would.
@@ -58,16 +51,16 @@ async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_
         await eventually(held.is_set, what="the listener holding the message of seq 1")
 
         # A second tab resumes from 0: history already holds seq 1, so the replay carries it.
-        resuming = Connection(USER, 100)
-        assert not service.hub.add(resuming)
-        await open_stream(resuming, service, (0, epoch), first=True)
-        assert not resuming.replaying
+        resuming_socket = RecordingTransport()
+        resuming = Connection(USER, 100, resuming_socket, service.metrics)
+        assert not node.hub.add(resuming)
+        await node.open_stream(resuming, (0, epoch), first=True)
+        assert resuming.state is LIVE
 
         # Now the listener delivers seq 1 live, to every tab of the user.
         release.set()
-        live_seqs: list[int] = []
-        await eventually(lambda: live_seqs.extend(seqs(live)) or live_seqs, what="seq 1 delivered live")
-        assert live_seqs == [1]
-        assert seqs(resuming) == [1], "the resumed tab got seq 1 from the replay and again live"
+        await eventually(lambda: live_socket.seqs(), what="seq 1 delivered live")
+        assert live_socket.seqs() == [1]
+        assert resuming_socket.seqs() == [1], "the resumed tab got seq 1 from the replay and again live"
     finally:
         await broker.stop()

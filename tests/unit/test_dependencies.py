@@ -10,10 +10,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
 from tasksync import uvicorn_compat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,23 +80,35 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
     [
         # uvicorn 0.35 to 0.52.0: the sans-I/O protocol without write flow control.
         (
-            "import uvicorn.protocols.websockets.websockets_sansio_impl as m\n"
-            "del m.WebSocketsSansIOProtocol.pause_writing",
+            (
+                "import uvicorn.protocols.websockets.websockets_sansio_impl as m\n"
+                "del m.WebSocketsSansIOProtocol.pause_writing"
+            ),
             "write flow control",
         ),
         # An attribute transport.py reads that uvicorn no longer sets.
         (
-            "import uvicorn.protocols.http.httptools_impl as m\n"
-            "original = m.HttpToolsProtocol.__init__\n"
-            "def without_pipeline(self, *args, **kwargs):\n"
-            "    original(self, *args, **kwargs)\n"
-            "m.HttpToolsProtocol.__init__ = without_pipeline",
+            (
+                "import uvicorn.protocols.http.httptools_impl as m\n"
+                "original = m.HttpToolsProtocol.__init__\n"
+                "def without_pipeline(self, *args, **kwargs):\n"
+                "    original(self, *args, **kwargs)\n"
+                "m.HttpToolsProtocol.__init__ = without_pipeline"
+            ),
             "HttpToolsProtocol.pipeline",
         ),
         # uvicorn before 0.35: no sans-I/O protocol at all.
         ("import sys\nsys.modules['uvicorn.protocols.websockets.websockets_sansio_impl'] = None", "a module"),
+        # A uvicorn whose protocol has a method of TaskSync's Transport interface of its own.
+        (
+            (
+                "import uvicorn.protocols.websockets.websockets_sansio_impl as m\n"
+                "m.WebSocketsSansIOProtocol.abort = lambda self: None"
+            ),
+            "WebSocketsSansIOProtocol.abort()",
+        ),
     ],
-    ids=["no-flow-control", "attribute-gone", "module-gone"],
+    ids=["no-flow-control", "attribute-gone", "module-gone", "name-taken"],
 )
 def test_an_unsupported_uvicorn_fails_on_import_naming_the_supported_versions(breakage, named):
     result = run_python(f"{breakage}\nimport tasksync.transport")

@@ -1,4 +1,8 @@
-"""The hub and outboxes, without sockets."""
+"""The hub, connections and their outboxes, without sockets.
+
+A connection's writer task runs only once a test awaits: tests that look at an outbox do so
+before awaiting, and give the connection a transport that is not writable, so every frame waits
+there."""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import asyncio
 import msgspec
 
 from tasksync.broker import Delivery
-from tasksync.hub import CloseRequest, Connection, Hub, Outbox
+from tasksync.connection import ABORTED, CLOSING, CloseRequest, Connection, Outbox
+from tasksync.hub import Hub
 from tasksync.metrics import Metrics
 from tasksync.protocol import ResyncRequired, ServerFrame
+from tests.support.recording_transport import RecordingTransport
+from tests.support.waiting import eventually
 
 
 EPOCH = "m"
@@ -26,20 +33,31 @@ def drained(conn: Connection) -> list:
     return items
 
 
-def opening(user: str, size: int = 10) -> Connection:
-    """A connection whose stream is being opened in EPOCH (as `open_stream` sets it)."""
-    conn = Connection(user, size)
+def opening(user: str, size: int = 10, transport: RecordingTransport | None = None) -> Connection:
+    """A connection whose stream is being opened in EPOCH (as `Node.open_stream` sets it)."""
+    conn = Connection(user, size, transport or RecordingTransport(writable=False), Metrics())
     conn.epoch = EPOCH
     return conn
 
 
-def live(user: str, size: int = 10) -> Connection:
-    conn = opening(user, size)
+def live(user: str, size: int = 10, transport: RecordingTransport | None = None) -> Connection:
+    conn = opening(user, size, transport)
     conn.end_replay(0)
     return conn
 
 
-def test_delivery_reaches_every_connection_of_the_user_and_no_other():
+def hub_with_live(transport: RecordingTransport) -> tuple[Hub, Connection]:
+    """A hub holding one live connection of user "a" on `transport`."""
+    hub, conn = Hub(Metrics()), live("a", transport=transport)
+    hub.add(conn)
+    return hub, conn
+
+
+def writer_tasks() -> set[asyncio.Task]:
+    return asyncio.all_tasks() - {asyncio.current_task()}
+
+
+async def test_delivery_reaches_every_connection_of_the_user_and_no_other():
     hub = Hub(Metrics())
     a1, a2, b = live("a"), live("a"), live("b")
     for conn in (a1, a2, b):
@@ -50,7 +68,7 @@ def test_delivery_reaches_every_connection_of_the_user_and_no_other():
     assert d.pending_writes == 2
 
 
-def test_add_and_remove_report_first_and_last_connection_of_a_user():
+async def test_add_and_remove_report_first_and_last_connection_of_a_user():
     hub = Hub(Metrics())
     a1, a2 = live("a"), live("a")
     assert hub.add(a1) is True
@@ -62,7 +80,7 @@ def test_add_and_remove_report_first_and_last_connection_of_a_user():
     assert hub.connection_count == 0
 
 
-def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
+async def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
     hub = Hub(Metrics())
     slow, other = live("a", size=2), live("b", size=2)
     hub.add(slow)
@@ -70,12 +88,12 @@ def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
     for seq in (1, 2, 3):
         hub.deliver(delivery("a", seq))
     hub.deliver(delivery("b", 1))
-    assert slow.closing is not None and slow.closing.code == 1013
-    assert drained(slow) == [slow.closing]
+    assert slow.state is CLOSING and slow.close_request is not None and slow.close_request.code == 1013
+    assert drained(slow) == [slow.close_request]
     assert [d.seq for d in drained(other)] == [1]
 
 
-def test_live_deliveries_wait_behind_a_replay_and_skip_what_it_covered():
+async def test_live_deliveries_wait_behind_a_replay_and_skip_what_it_covered():
     conn = opening("a")
     for seq in (3, 4, 5):
         conn.enqueue(delivery("a", seq))
@@ -86,7 +104,7 @@ def test_live_deliveries_wait_behind_a_replay_and_skip_what_it_covered():
     assert [d.seq for d in drained(conn)] == [2, 3, 4, 5]
 
 
-def test_begin_replay_drops_queued_deliveries_but_keeps_other_frames():
+async def test_begin_replay_drops_queued_deliveries_but_keeps_other_frames():
     conn = live("a")
     conn.outbox.offer(delivery("a", 1))
     conn.outbox.offer("ping")
@@ -94,9 +112,9 @@ def test_begin_replay_drops_queued_deliveries_but_keeps_other_frames():
     assert drained(conn) == ["ping"]
 
 
-def test_pings_skip_connections_that_have_not_sent_connected_yet():
+async def test_pings_skip_connections_that_have_not_sent_connected_yet():
     hub = Hub(Metrics())
-    fresh, ready = Connection("a", 10), live("b")
+    fresh, ready = opening("a"), live("b")
     hub.add(fresh)
     hub.add(ready)
     hub.broadcast_ping()
@@ -104,7 +122,7 @@ def test_pings_skip_connections_that_have_not_sent_connected_yet():
     assert '"type":"ping"' in drained(ready)[0]
 
 
-def test_close_all_reaches_every_connection():
+async def test_close_all_reaches_every_connection():
     hub = Hub(Metrics())
     conns = [live("a"), live("b")]
     for conn in conns:
@@ -114,7 +132,7 @@ def test_close_all_reaches_every_connection():
     assert all(drained(conn) == [request] for conn in conns)
 
 
-def test_an_outbox_holds_no_buffer_while_empty():
+async def test_an_outbox_holds_no_buffer_while_empty():
     outbox = Outbox(4)
     assert outbox.items is None
     outbox.offer("x")
@@ -122,70 +140,69 @@ def test_an_outbox_holds_no_buffer_while_empty():
     assert outbox.items is None and outbox.take_nowait() is None
 
 
-class FakeTransport:
-    """Takes frames synchronously while `open`; counts the writers a connection starts."""
-
-    def __init__(self) -> None:
-        self.open = True
-        self.written: list[str] = []
-        self.writers = 0
-
-    def send_now(self, text: str, wire: bytes) -> bool:
-        if self.open:
-            self.written.append(text)
-        return self.open
-
-    def attach(self, conn: Connection) -> None:
-        conn.send_now = self.send_now
-
-        def start_writer():
-            self.writers += 1
-            return asyncio.get_running_loop().create_future()  # a writer that never runs
-
-        conn.start_writer = start_writer
-
-
 async def test_frames_the_transport_takes_need_no_writer():
-    hub, conn, transport = Hub(Metrics()), opening("a"), FakeTransport()
-    transport.attach(conn)
+    transport = RecordingTransport()
+    hub, conn = Hub(Metrics()), opening("a", transport=transport)
     hub.add(conn)
     conn.offer("connected")  # while replaying: control frames still go out at once
     conn.end_replay(0)
     hub.deliver(delivery("a", 1))
     hub.broadcast_ping()
-    assert transport.written[:2] == ["connected", delivery("a", 1).frame]
-    assert transport.written[2].startswith('{"type":"ping"')
-    assert transport.writers == 0 and conn.outbox.items is None
+    assert transport.sent[:2] == ["connected", delivery("a", 1).frame]
+    assert transport.sent[2].startswith('{"type":"ping"')
+    assert not writer_tasks() and conn.outbox.items is None
 
 
-async def test_a_writer_starts_only_when_the_transport_pushes_back_and_once():
-    hub, conn, transport = Hub(Metrics()), live("a"), FakeTransport()
-    transport.attach(conn)
-    hub.add(conn)
-    transport.open = False
+async def test_a_writer_starts_only_when_the_transport_pushes_back_and_ends_once_it_drained():
+    transport = RecordingTransport(writable=False)
+    hub, conn = hub_with_live(transport)
     hub.deliver(delivery("a", 1))
     hub.deliver(delivery("a", 2))
     conn.offer("ping")
-    assert transport.writers == 1
-    assert [getattr(item, "seq", item) for item in drained(conn)] == [1, 2, "ping"]
-    conn.writer_finished()
-    transport.open = True
+    assert len(writer_tasks()) == 1
+    transport.writable = True
+    await eventually(lambda: not writer_tasks(), what="the writer drained the outbox and ended")
+    assert transport.sent == [delivery("a", 1).frame, delivery("a", 2).frame, "ping"]
+    assert conn.last_taken_seq == 2
     hub.deliver(delivery("a", 3))  # the writer is gone and nothing waits: written at once
-    assert transport.written == [delivery("a", 3).frame] and transport.writers == 1
+    assert transport.sent[-1] == delivery("a", 3).frame and not writer_tasks()
 
 
-async def test_a_close_is_the_writers_and_no_writer_starts_after_the_session_ends():
-    conn, transport = live("a"), FakeTransport()
-    transport.attach(conn)
+async def test_the_close_frame_is_the_last_thing_written():
+    transport = RecordingTransport()
+    conn = live("a", transport=transport)
     conn.request_close(CloseRequest(1013, "slow", "slow_consumer"))
-    assert transport.writers == 1 and transport.written == []
-    conn.stop_writer()
-    conn.outbox.take_nowait()
     conn.offer("ping")
-    assert transport.writers == 1
+    assert conn.state is CLOSING and conn.close_label == "slow_consumer"
+    await eventually(lambda: transport.close_frame is not None, what="the close frame written")
+    assert transport.close_frame == (1013, "slow") and transport.sent == []
+    assert conn.offer("ping") and transport.sent == [] and not writer_tasks()
 
 
-def test_outbound_limit_defers_the_user_until_a_catch_up_and_says_when():
+async def test_no_writer_starts_after_the_session_ends():
+    conn = live("a")
+    conn.offer("ping")
+    writer = conn.end()
+    assert writer is not None
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    conn.offer("ping")
+    conn.request_close(CloseRequest(1013, "slow", "slow_consumer"))
+    assert not writer_tasks() and conn.outbox.items is None
+
+
+async def test_a_stalled_send_aborts_the_transport_and_is_counted_as_stalled():
+    transport = RecordingTransport(writable=False)
+    hub, conn = hub_with_live(transport)
+    hub.deliver(delivery("a", 1))
+    await eventually(lambda: conn.sending_since > 0, what="the writer stuck in its send")
+    assert hub.abort_stalled(conn.sending_since + 0.5, send_timeout=1.0) == 0
+    assert hub.abort_stalled(conn.sending_since + 2.0, send_timeout=1.0) == 1
+    assert transport.aborted and conn.state is ABORTED and conn.close_label == "stalled"
+    assert conn.offer("ping") and conn.outbox.items is None  # dropped: nothing is written any more
+
+
+async def test_outbound_limit_defers_the_user_until_a_catch_up_and_says_when():
     from tasksync.ratelimit import BucketsByKey
 
     class Clock:
@@ -213,23 +230,23 @@ def resync_notice(item) -> ResyncRequired:
 
 
 async def test_a_delivery_of_a_new_epoch_is_announced_with_resync_required_then_the_stream_goes_on_in_it():
-    hub, conn, transport = Hub(Metrics()), live("a"), FakeTransport()
-    transport.attach(conn)
-    hub.add(conn)
+    transport = RecordingTransport()
+    hub, conn = hub_with_live(transport)
     for seq in (1, 2):
         hub.deliver(delivery("a", seq))
     # Redis lost its data: the broker hands over the new epoch from its first event.
     for seq in (1, 2):
         hub.deliver(delivery("a", seq, epoch="r2"))
     hub.deliver(delivery("a", 2, epoch="r2"))  # a repeat, as after a catch-up
-    sent = transport.written + [getattr(item, "frame", item) for item in drained(conn)]
+    sent = transport.sent
+    await eventually(lambda: len(sent) >= 5, what="the new epoch's deliveries written")
     assert sent[:2] == [delivery("a", 1).frame, delivery("a", 2).frame]
     assert resync_notice(sent[2]) == ResyncRequired(reason="epoch_changed", seq=0, epoch="r2")
     assert sent[3:] == [delivery("a", 1, "r2").frame, delivery("a", 2, "r2").frame]
     assert (conn.epoch, conn.last_queued_seq) == ("r2", 2)
 
 
-def test_a_gap_is_announced_with_resync_required_at_the_offset_before_the_next_delivery():
+async def test_a_gap_is_announced_with_resync_required_at_the_offset_before_the_next_delivery():
     conn = live("a")
     conn.enqueue(delivery("a", 1))
     assert [d.seq for d in drained(conn)] == [1]
@@ -240,7 +257,7 @@ def test_a_gap_is_announced_with_resync_required_at_the_offset_before_the_next_d
     assert [d.seq for d in items[1:]] == [4, 5]
 
 
-def test_deliveries_queued_in_the_old_epoch_give_way_to_the_resync_notice():
+async def test_deliveries_queued_in_the_old_epoch_give_way_to_the_resync_notice():
     conn = live("a")
     for seq in (1, 2):
         conn.enqueue(delivery("a", seq))  # queued, not yet written
@@ -251,8 +268,8 @@ def test_deliveries_queued_in_the_old_epoch_give_way_to_the_resync_notice():
     assert (conn.last_taken_seq, conn.epoch) == (0, "r2")
 
 
-def test_a_replay_in_a_new_epoch_drops_held_deliveries_of_the_old_one():
-    conn = Connection("a", 10)
+async def test_a_replay_in_a_new_epoch_drops_held_deliveries_of_the_old_one():
+    conn = opening("a")
     conn.enqueue(delivery("a", 9, epoch="old"))  # handed over before the replay's read
     conn.enqueue(delivery("a", 4, epoch="new"))
     conn.epoch = "new"  # what the replay's read found

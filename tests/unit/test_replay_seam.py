@@ -1,9 +1,10 @@
 """Property: across any interleaving of publishes, reads, disconnects and resumes, a client
 processes every event of its user exactly once, in order.
 
-Runs the real session stream logic (`_open_stream`), hub and memory broker in one event loop,
-without sockets; hypothesis chooses how many events are published at each await point inside
-the resume, which is where the replay/live seam could lose or repeat an event.
+Runs the real node (stream opening and resumes), hub, connections with their writers and the
+memory broker in one event loop, without sockets; hypothesis chooses how many events are
+published at each await point inside the resume, which is where the replay/live seam could lose
+or repeat an event.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasksync.broker import Delivery, MemoryBroker
+from tasksync.broker import MemoryBroker
+from tasksync.connection import Connection
 from tasksync.events import TaskEvent
-from tasksync.hub import Connection
 from tasksync.service import Service
-from tasksync.stream import open_stream
 from tasksync.settings import Settings
+from tests.support.recording_transport import RecordingTransport
+from tests.support.waiting import eventually
 
 USER = "u"
 
@@ -57,22 +59,35 @@ class InterleavingBroker(MemoryBroker):
 
 
 class Client:
-    """Processes frames like the SDK: resumes from the last seq it processed."""
+    """Processes frames like the SDK: resumes from the last seq it processed.
+
+    A `resume` frame on a live connection reaches the server after whatever it had written
+    already: the client reads those frames, and the replay then repeats them. It skips such a
+    repeat, and only such a repeat: any other duplicate, and any gap, fails."""
 
     def __init__(self) -> None:
         self.last_seq: int | None = None
         self.epoch: str | None = None
         self.processed: list[int] = []
+        # The newest seq written before the last resume frame was handled.
+        self.in_flight_up_to = 0
 
-    def handle(self, item) -> None:
-        if isinstance(item, Delivery):
-            assert self.last_seq is not None and item.seq == self.last_seq + 1, (
-                f"after {self.last_seq} got {item.seq}: a gap or a duplicate"
+    def resume_sent(self, unread: list[str]) -> None:
+        seqs = [frame["seq"] for frame in map(msgspec.json.decode, unread) if frame["type"] == "task_update"]
+        self.in_flight_up_to = max(seqs, default=0)
+
+    def handle(self, text: str) -> None:
+        frame = msgspec.json.decode(text)
+        if frame["type"] == "task_update":
+            seq = frame["seq"]
+            if self.last_seq is not None and seq <= self.last_seq <= self.in_flight_up_to:
+                return  # written before the resume was handled, and replayed by it
+            assert self.last_seq is not None and seq == self.last_seq + 1, (
+                f"after {self.last_seq} got {seq}: a gap or a duplicate"
             )
-            self.last_seq = item.seq
-            self.processed.append(item.seq)
+            self.last_seq = seq
+            self.processed.append(seq)
             return
-        frame = msgspec.json.decode(item)
         assert frame["type"] in ("connected", "ping"), frame
         if frame["type"] == "connected" and not frame["resumed"]:
             assert self.last_seq is None, "a resume that should have succeeded did not"
@@ -102,41 +117,51 @@ def test_replay_live_seam_loses_and_repeats_nothing(plan, data):
 async def _run(plan, data) -> None:
     broker = InterleavingBroker(lambda: data.draw(st.integers(0, 3), label="published during a resume await"))
     service = Service(Settings(dev=True, outbox_size=100_000), broker=broker)
+    node = service.node
     client = Client()
     conn: Connection | None = None
+    # What the connection wrote that the client has not read yet: lost with the socket.
+    socket: list[str] = []
 
     async def connect() -> Connection:
-        new = Connection(USER, 100_000)
-        service.hub.add(new)
-        await open_stream(new, service, client.resume_point(), first=True)
+        nonlocal socket
+        transport = RecordingTransport()
+        socket = transport.sent
+        client.in_flight_up_to = 0
+        new = Connection(USER, 100_000, transport, service.metrics)
+        node.hub.add(new)
+        await node.open_stream(new, client.resume_point(), first=True)
         return new
 
-    def read(conn: Connection, count: int) -> None:
-        for _ in range(count):
-            item = conn.outbox.take_nowait()
-            if item is None:
-                return
-            client.handle(item)
+    def read(count: int) -> None:
+        for _ in range(min(count, len(socket))):
+            client.handle(socket.pop(0))
 
     conn = await connect()
-    read(conn, 1)  # the `connected` frame
+    read(1)  # the `connected` frame
     # A fresh connection starts at the head it was given; "every event" means every one after it.
     start = client.last_seq
     for action, amount in plan:
         if action == "publish":
             await broker.publish_some(amount)
         elif action == "read" and conn is not None:
-            read(conn, amount)
+            read(amount)
         elif action == "drop" and conn is not None:
-            service.hub.remove(conn)  # whatever was queued and unread is lost with the socket
+            # Whatever was queued or written and unread is lost with the socket.
+            node.hub.remove(conn)
+            writer = conn.end()
+            if writer is not None:
+                writer.cancel()
             conn = None
         elif action == "resume_message":
             if conn is None:
                 conn = await connect()
             else:
+                client.resume_sent(socket)
                 conn.begin_replay()
-                await open_stream(conn, service, client.resume_point(), first=False)
+                await node.open_stream(conn, client.resume_point(), first=False)
     if conn is None:
         conn = await connect()
-    read(conn, 1_000_000)
+    await eventually(lambda: conn.outbox.items is None, what="the writer wrote what the outbox held")
+    read(1_000_000)
     assert client.processed == list(range(start + 1, broker.published + 1))

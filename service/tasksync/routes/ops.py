@@ -24,10 +24,10 @@ async def ready(request: Request) -> Response:
     readiness = await service.readiness()
     body = {
         "ready": readiness.ready,
-        "broker": {"name": service.broker.name, "reachable": readiness.broker},
+        "broker": {"name": service.node.broker.name, "reachable": readiness.broker},
         "draining": readiness.draining,
         "full": readiness.full,
-        "connections": service.hub.connection_count,
+        "connections": service.node.hub.connection_count,
         "limits_generation": service.limits_file.generation,
     }
     return Response(body, status_code=200 if readiness.ready else 503)
