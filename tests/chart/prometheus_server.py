@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.servers import free_port
 from tests.support.processes import read_log, start_until_ready, stop_process
+from tests.support.servers import free_port
 
 SCRAPE_INTERVAL = "1s"
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tasksync_operator import rbac
 from tasksync_operator.main import election_settings, parse_args
-
 from tests.chart.charttools import MINIMAL_VALUES, NAMESPACE, Helm, container, find, one
 
 OPERATOR = "tasksync-operator"

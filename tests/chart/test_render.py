@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tasksync.metrics import Metrics
 from tasksync.plugins import PluginContext
 from tasksync.settings import load_settings
 from tasksync_operator.ratelimits import CONFIGMAP_KEY, configmap_name
 from tasksync_plugins.header_auth import HeaderAuthSettings
 from tasksync_plugins.jwt_auth import JwtSettings
-
 from tests.chart import objects
 from tests.chart.charttools import (
-    CHART,
     DASHBOARD,
     MINIMAL_VALUES,
     NAMESPACE,

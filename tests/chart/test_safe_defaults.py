@@ -112,9 +112,13 @@ def test_a_given_dapr_token_is_the_one_stored(helm: Helm) -> None:
 def test_an_existing_dapr_token_secret_is_referenced_not_created(helm: Helm) -> None:
     objs = helm.template({**MINIMAL_VALUES, "dapr": {"appTokenExistingSecret": "platform-dapr-token"}})
     deployment = one(objs, "Deployment", RELEASE)
-    assert deployment["spec"]["template"]["metadata"]["annotations"]["dapr.io/app-token-secret"] == "platform-dapr-token"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["dapr.io/app-token-secret"] == "platform-dapr-token"
     env = env_of(container(deployment, "tasksync"))
-    assert env["TASKSYNC_DAPR_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "platform-dapr-token", "key": "token"}
+    assert env["TASKSYNC_DAPR_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "platform-dapr-token",
+        "key": "token",
+    }
     assert not find(objs, "Secret", f"{RELEASE}-dapr-token")
 
 

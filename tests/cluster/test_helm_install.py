@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tasksync.client import ClientClosed, SyncClient
 from tasksync.protocol import ResyncRequired, TaskUpdate
-
 from tests.chart.charttools import (
     CHART,
     DASHBOARD_VARIABLES,

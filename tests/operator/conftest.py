@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client, config
+
 from tasksync_operator import main, rbac
 from tasksync_operator.config import OperatorConfig
-
 from tests.operator.operator_testkit import (
     ADMIN_USER,
     CONFIGMAP_POLICY,

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tasksync_operator.model import (
     GROUP,
     RLP_PLURAL,

@@ -9,10 +9,9 @@ import urllib.request
 
 import pytest
 from kubernetes_asyncio import client
+
 from tasksync_operator.main import DEFAULT_LIVENESS, election_settings, parse_args
-
 from tests.operator.operator_testkit import create_tss, tss, wait_ready
-
 
 
 def test_defaults_watch_every_namespace_with_json_logs():

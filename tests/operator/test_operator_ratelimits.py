@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
 from tasksync.limits import Limits, LimitsFile, decode_limits_file
 from tasksync_operator.model import GROUP, RLP_PLURAL, VERSION
-
 from tests.operator.operator_testkit import eventually
 
 pytestmark = pytest.mark.usefixtures("operator")

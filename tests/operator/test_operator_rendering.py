@@ -9,6 +9,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tasksync.limits import Limits, LimitsFile, decode_limits_file, encode_limits_file
 from tasksync_operator import conditions, ratelimits, subscriptions
 from tasksync_operator.config import OperatorConfig
@@ -409,7 +410,7 @@ def test_configmap_round_trips_through_the_service_loader():
 def test_read_limits_file():
     assert ratelimits.read_limits_file(None) is None
     assert ratelimits.read_limits_file({"data": {}}) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"invalid limits file: .*generation"):
         ratelimits.read_limits_file({"data": {"limits.yaml": "generation: -1\n"}})
     raw = encode_limits_file(LimitsFile(generation=2)).decode()
     assert ratelimits.read_limits_file({"data": {"limits.yaml": raw}}).generation == 2

@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 import yaml
+
 from tasksync.limits import Limits
 from tasksync_operator import rbac
 from tasksync_operator.model import PolicyLimits
-
 from tests.operator.operator_testkit import CRD_DIR, REPO, load_yaml
 
 CRDS = sorted(CRD_DIR.glob("*.yaml"))

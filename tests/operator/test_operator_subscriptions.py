@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
-from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 
+from tasksync_operator.model import DAPR_GROUP, DAPR_PLURAL, DAPR_VERSION, GROUP, TSS_PLURAL, VERSION
 from tests.operator.operator_testkit import (
     DAPR_CRD,
     apply_crd,
@@ -16,8 +16,8 @@ from tests.operator.operator_testkit import (
     load_yaml,
     read_subscription,
     read_tss,
-    remove_dapr_crd,
     ready,
+    remove_dapr_crd,
     tss,
     wait_ready,
 )

@@ -25,7 +25,7 @@ class HttpSink:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(next(statuses, 200))

@@ -73,7 +73,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 outer.fetches += 1
                 body = json.dumps({"keys": [k.jwk() for k in outer.keys]}).encode()
                 self.send_response(200)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import struct
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 
 
-def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None) -> bytes:
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True, rsv: int = 0, length: int | None = None
+) -> bytes:
     """Encode one frame; `length` lies about the payload length when given."""
     n = len(payload) if length is None else length
     head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
@@ -72,7 +75,5 @@ class RawWebSocket:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass

@@ -6,6 +6,7 @@ import base64
 
 import msgspec
 import pytest
+
 from tasksync.ingest import (
     IngestError,
     body_type,
@@ -15,7 +16,6 @@ from tasksync.ingest import (
     event_from_payload,
     events_from_http_body,
 )
-
 from tests.support.events import bulk, cloudevent, payload
 
 
@@ -36,7 +36,9 @@ def test_cloudevent_data_as_json_text_and_base64_are_understood():
 
 
 def test_occurred_at_is_normalised_to_utc_and_defaults_to_now():
-    event = event_from_payload({**payload("u"), "occurred_at": "2025-06-01T14:00:00+02:00"}, event_id="x", source="http")
+    event = event_from_payload(
+        {**payload("u"), "occurred_at": "2025-06-01T14:00:00+02:00"}, event_id="x", source="http"
+    )
     assert event.occurred_at == "2025-06-01T12:00:00.000Z"
     assert event_from_payload(payload("u"), event_id="x", source="http").occurred_at.endswith("Z")
 
@@ -62,8 +64,14 @@ def test_numeric_user_ids_are_accepted_as_text():
         ({"event": "task.created", "user_id": "u", "task": 5}, "invalid_task"),
         ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": 5}, "invalid_occurred_at"),
         # Valid ISO 8601, but the offset takes them before year 1 or after 9999 in UTC.
-        ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "0001-01-01T00:00:00+01:00"}, "invalid_occurred_at"),
-        ({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "9999-12-31T23:59:59-01:00"}, "invalid_occurred_at"),
+        (
+            {"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "0001-01-01T00:00:00+01:00"},
+            "invalid_occurred_at",
+        ),
+        (
+            {"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "9999-12-31T23:59:59-01:00"},
+            "invalid_occurred_at",
+        ),
     ],
 )
 def test_invalid_cloudevent_data(data, reason):
@@ -132,7 +140,8 @@ def test_huge_numbers_are_refused_as_invalid_json():
 
 
 def test_body_type_reads_the_top_level_type_or_none():
-    assert body_type(b'{"type": "com.dapr.event.sent.bulk", "entries": [{"deep": [1, 2]}]}') == "com.dapr.event.sent.bulk"
+    envelope = b'{"type": "com.dapr.event.sent.bulk", "entries": [{"deep": [1, 2]}]}'
+    assert body_type(envelope) == "com.dapr.event.sent.bulk"
     assert body_type(b'{"id": "x"}') is None
     assert body_type(b"[1, 2]") is None
     with pytest.raises(IngestError) as error:

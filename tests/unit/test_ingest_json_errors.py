@@ -22,7 +22,9 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
 MALFORMED = {
     "truncated": b'{"event": ',
     "not utf-8": b"\xff\xfe",
-    "nested past the recursion limit": b'{"entries": [{"entryId": "e", "event": ' + DEEP + b'}], "type": ' + DEEP + b"}",
+    "nested past the recursion limit": (
+        b'{"entries": [{"entryId": "e", "event": ' + DEEP + b'}], "type": ' + DEEP + b"}"
+    ),
 }
 # Only an untyped decode turns a number past float range into an error of JSON itself.
 OUT_OF_RANGE = b'{"task": {"n": 1e99999}}'
@@ -57,7 +59,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("where,ingest,malformed", CASES)
+@pytest.mark.parametrize(("where", "ingest", "malformed"), CASES)
 def test_malformed_json_is_invalid_json_wherever_it_enters(where, ingest, malformed):
     with pytest.raises(IngestError) as caught:
         ingest(malformed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
+
 from tasksync.metrics import LoopCounter, LoopHistogram
 
 
