@@ -49,10 +49,11 @@ async def test_redis_outage_loses_nothing_keeps_sockets_and_toggles_readiness(st
     redis_server.kill()
     await eventually(lambda: not ready(service), timeout=10, what="readiness false while Redis is down")
     # Dapr is told to retry, and an HTTP publisher to come back later.
-    dapr = httpx.post(service.http + "/dapr/task-events", json=cloudevent(payload("ann", n=-1)))
+    async with httpx.AsyncClient() as http:
+        dapr = await http.post(service.http + "/dapr/task-events", json=cloudevent(payload("ann", n=-1)))
+        direct = await http.post(service.http + "/v1/events", json=payload("ann", n=-1))
     assert dapr.status_code == 200 and dapr.json() == {"status": "RETRY"}
-    http = httpx.post(service.http + "/v1/events", json=payload("ann", n=-1))
-    assert http.status_code == 503 and http.headers["retry-after"]
+    assert direct.status_code == 503 and direct.headers["retry-after"]
     # The outage lasts until the stream has been refused a while (about a second of retries).
     before = publisher.retries
     await eventually(lambda: publisher.retries >= before + 20, timeout=30, what="the stream refused during the outage")

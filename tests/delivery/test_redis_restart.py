@@ -148,7 +148,9 @@ async def restart_under_load(start_service, redis_server: RedisServer) -> tuple[
     Redis killed in the middle of it and started again; returns once every tab has received
     its user's last acknowledged event, and then a marker."""
     replicas = {name: start_service("--dev", "--broker", redis_server.url) for name in ("a", "b")}
-    tabs = [Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in USERS for name, replica in replicas.items()]
+    tabs = [
+        Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in USERS for name, replica in replicas.items()
+    ]
     for tab in tabs:
         await tab.client.connect()
     readers = [asyncio.create_task(tab.read()) for tab in tabs]
@@ -158,7 +160,9 @@ async def restart_under_load(start_service, redis_server: RedisServer) -> tuple[
         await eventually(lambda: stream.published >= BEFORE_OUTAGE, timeout=60, what="the stream under way")
         await asyncio.to_thread(redis_server.kill)
         refused = stream.publisher.retries
-        await eventually(lambda: stream.publisher.retries >= refused + OUTAGE_REFUSALS, timeout=60, what="the stream refused")
+        await eventually(
+            lambda: stream.publisher.retries >= refused + OUTAGE_REFUSALS, timeout=60, what="the stream refused"
+        )
         await eventually(
             lambda: all(replica.log().count(LISTENER_FAILED) >= LISTENER_FAILURES for replica in replicas.values()),
             timeout=60,
@@ -224,7 +228,9 @@ async def test_without_persistence_a_tab_gets_every_event_or_a_resync_then_every
         at = tab.frames.index(notice)
         before = [frame.task["n"] for frame in tab.frames[:at] if isinstance(frame, TaskUpdate)]
         after = [frame.task["n"] for frame in tab.frames[at + 1 :] if isinstance(frame, TaskUpdate)]
-        acknowledged_before = [n for n in stream.acknowledged[tab.user] if n not in stream.acknowledged_after_restart[tab.user]]
+        acknowledged_before = [
+            n for n in stream.acknowledged[tab.user] if n not in stream.acknowledged_after_restart[tab.user]
+        ]
         # Before the notice: what Redis had published before it lost its data, in order, once.
         assert before == acknowledged_before[: len(before)], f"{tab}: duplicates or out of order before the resync"
         # After it: every event acknowledged since the restart, in order, once.
@@ -266,7 +272,9 @@ class Rounds:
 
 async def connected_tabs(start_service, redis_url: str) -> tuple[dict, list[Tab], list[asyncio.Task[None]]]:
     replicas = {name: start_service("--dev", "--broker", redis_url) for name in ("a", "b")}
-    tabs = [Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in USERS for name, replica in replicas.items()]
+    tabs = [
+        Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in USERS for name, replica in replicas.items()
+    ]
     for tab in tabs:
         await tab.client.connect()
     return replicas, tabs, [asyncio.create_task(tab.read()) for tab in tabs]
@@ -280,18 +288,24 @@ async def test_a_redis_that_lost_its_last_writes_makes_every_tab_resync_then_sen
     rounds = Rounds(publisher, "loss")
     try:
         kept = await rounds.publish(KEPT)
-        await eventually(lambda: received(tabs, {u: n[-1] for u, n in kept.items()}), timeout=30, what="the kept events")
+        await eventually(
+            lambda: received(tabs, {u: n[-1] for u, n in kept.items()}), timeout=30, what="the kept events"
+        )
         with redis.Redis(port=volatile_redis.port) as admin:
             admin.save()
         lost = await rounds.publish(LOST)
-        await eventually(lambda: received(tabs, {u: n[-1] for u, n in lost.items()}), timeout=30, what="the lost events")
+        await eventually(
+            lambda: received(tabs, {u: n[-1] for u, n in lost.items()}), timeout=30, what="the lost events"
+        )
         await asyncio.to_thread(volatile_redis.kill)
         await asyncio.to_thread(volatile_redis.restart)
         with redis.Redis(port=volatile_redis.port) as admin:
             assert admin.get("tasksync:seq:ann") == str(KEPT).encode(), "Redis did not come back as of the SAVE"
         after = await rounds.publish(AFTER_LOSS)
         await eventually(
-            lambda: received(tabs, {u: n[-1] for u, n in after.items()}), timeout=60, what="the last event after the loss"
+            lambda: received(tabs, {u: n[-1] for u, n in after.items()}),
+            timeout=60,
+            what="the last event after the loss",
         )
         for reader in readers:
             assert not reader.done(), f"a tab's connection ended: {reader.exception()!r}"
@@ -328,7 +342,7 @@ async def test_a_replica_finds_lost_writes_by_its_last_delivered_event_when_the_
     of the newest event it handed on does. W's catch-up is held until P2 has reused two offsets
     W already handed on; then W replaces the epoch, hands on the newest event again in the new
     epoch (its tabs announce resync_required before it), and every later event follows."""
-    watcher, before, after = RedisBroker(volatile_redis.url), RedisBroker(volatile_redis.url), RedisBroker(volatile_redis.url)
+    watcher, before, after = (RedisBroker(volatile_redis.url) for _ in range(3))
     timeline: list[tuple[str, int, str]] = []
     watcher.set_sink(lambda delivery: timeline.append((delivery.epoch, delivery.seq, delivery.event_id)) or 1)
 
@@ -398,7 +412,9 @@ async def test_a_foreign_message_on_a_user_channel_costs_a_log_line_and_the_list
                         "occurred_at": "2026-01-01T00:00:00.000Z", "source": "http"}
             assert admin.publish("tasksync:user:ann", f"1 {epoch} 0 {json.dumps(smuggled)}".encode()) == 1
         for n in (1, 2):
-            await publisher.publish({"id": f"after-garbage-{n}", "event": "task.updated", "user_id": "ann", "task": {"n": n}})
+            await publisher.publish(
+                {"id": f"after-garbage-{n}", "event": "task.updated", "user_id": "ann", "task": {"n": n}}
+            )
             await eventually(lambda n=n: n in tab.numbers(), timeout=30, what=f"event {n} after the foreign messages")
         await publisher.publish({"id": "ben-marker", "event": "task.updated", "user_id": "ben", "task": {"n": 7}})
         await eventually(lambda: 7 in bystander.numbers(), timeout=30, what="ben's own event")
@@ -438,7 +454,9 @@ async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_o
         broker._on_message = lossy
         for n in range(3):
             for user in USERS:
-                event = TaskEvent(id=f"lost-{user}-{n}", user_id=user, event="task.updated", task={"n": n}, occurred_at="t")
+                event = TaskEvent(
+                    id=f"lost-{user}-{n}", user_id=user, event="task.updated", task={"n": n}, occurred_at="t"
+                )
                 await publisher.publish(event)
         losing = False
 

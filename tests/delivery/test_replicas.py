@@ -36,9 +36,10 @@ async def test_duplicate_event_ids_across_replicas_are_delivered_once(start_serv
     a, b = replicas(start_service, redis_server)
     async with SyncClient(a.ws, user_id="xia") as xia:
         event = cloudevent(payload("xia", title="once"), event_id="dup-1")
-        for replica in (a, b, a):
-            response = httpx.post(replica.http + "/dapr/task-events", json=event)
-            assert response.json() == {"status": "SUCCESS"}
+        async with httpx.AsyncClient() as http:
+            for replica in (a, b, a):
+                response = await http.post(replica.http + "/dapr/task-events", json=event)
+                assert response.json() == {"status": "SUCCESS"}
         await publish_http(b, payload("xia", title="marker"))
         assert [(await next_update(xia)).task["title"] for _ in range(2)] == ["once", "marker"]
     duplicates = [value(replica, "tasksync_events_duplicate_total") for replica in (a, b)]

@@ -56,7 +56,7 @@ async def test_rolling_restart_delivers_every_event_exactly_once_in_order(start_
     streaming = asyncio.create_task(stream())
     for replica in replicas:
         before = published
-        await eventually(lambda: published >= before + 20, timeout=30, what="load before the restart")
+        await eventually(lambda before=before: published >= before + 20, timeout=30, what="load before the restart")
         replica.process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(replica.process.wait, 15) == 0
         replica.start()  # same port, as a rescheduled pod behind a stable address

@@ -11,13 +11,13 @@ import httpx
 import jwt
 import msgspec
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
 from tasksync.auth import AuthRefused
 from tasksync.client import SyncClient
 from tasksync.protocol import Auth, TaskUpdate
 from tasksync_plugins.jwt_auth import JwtSettings, VerifiedTokens, Verifier
-from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
-
 from tests.service.test_delivery import next_update
 from tests.support.events import payload
 from tests.support.jwt_tokens import (
@@ -134,7 +134,10 @@ async def test_a_token_header_pyjwt_refuses_is_an_invalid_token_not_a_server_err
         code, close_reason = await closed_with(jwt_service.ws, _hs256_with_header(header))
         assert code == 4001, (header, close_reason)
     assert value(jwt_service, "tasksync_auth_failures_total", reason="invalid_token") == len(HOSTILE_HEADERS)
-    assert value(jwt_service, "tasksync_plugin_errors_total", plugin="jwt", hook="tasksync_authenticate", kind="error") == 0
+    errors = value(
+        jwt_service, "tasksync_plugin_errors_total", plugin="jwt", hook="tasksync_authenticate", kind="error"
+    )
+    assert errors == 0
     assert "Traceback" not in jwt_service.log()
 
 
@@ -195,7 +198,8 @@ async def test_no_spelling_of_a_credential_reaches_the_log_even_at_debug_level(s
             assert msgspec.json.decode(await ws.recv())["type"] == "connected"
     async with connect(service.ws, subprotocols=["tasksync.v1", f"bearer.{tokens[2]}"]) as ws:
         assert msgspec.json.decode(await ws.recv())["user_id"] == "user2"
-    assert httpx.get(f"{service.http}/health?token={tokens[0]}").status_code == 200
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{service.http}/health?token={tokens[0]}")).status_code == 200
     await eventually(lambda: "GET /health?token=[redacted]" in service.log(), what="the access log line of /health")
     log = service.log()
     assert "bearer.[redacted]" in log  # the debug line of the handshake's headers is there, redacted
@@ -256,7 +260,9 @@ async def test_hs_rs_confusion_without_a_secret_is_refused_by_algorithm(start_se
 async def test_rotated_key_is_picked_up_on_an_unknown_kid(start_service, rsa_key):
     new_key = RsaKey("key-2")
     with JwksServer([rsa_key]) as jwks:
-        service = start_service("--auth", "jwt", env={"TASKSYNC_JWT_JWKS_URL": jwks.url, "TASKSYNC_JWT_JWKS_MIN_REFRESH": "0"})
+        service = start_service(
+            "--auth", "jwt", env={"TASKSYNC_JWT_JWKS_URL": jwks.url, "TASKSYNC_JWT_JWKS_MIN_REFRESH": "0"}
+        )
         assert (await SyncClient(service.ws, token=rs256(claims("jo"), rsa_key)).connect()).user_id == "jo"
         jwks.keys = [rsa_key, new_key]
         assert (await SyncClient(service.ws, token=rs256(claims("kim"), new_key)).connect()).user_id == "kim"

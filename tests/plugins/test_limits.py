@@ -71,7 +71,8 @@ async def test_per_process_limit_refuses_with_1013_and_turns_readiness_false(sta
     write_limits(limits, 1, max_connections_per_user=2, max_connections_per_process=2)
     service = start_service("--dev", "--limits-file", str(limits))
     async with SyncClient(service.ws, user_id="a"), SyncClient(service.ws, user_id="b"):
-        response = httpx.get(service.http + "/health/ready")
+        async with httpx.AsyncClient() as http:
+            response = await http.get(service.http + "/health/ready")
         assert response.status_code == 503 and response.json()["full"] is True
         async with connect(f"{service.ws}?user_id=c") as refused:
             await refused.wait_closed()
@@ -99,9 +100,10 @@ def test_publish_requests_past_the_burst_per_api_key_get_429(start_service, tmp_
     write_limits(limits, 1, publish_requests_per_second_per_key=1, publish_burst_per_key=3)
     service = start_service("--dev", "--limits-file", str(limits), env={"TASKSYNC_API_KEYS": "one,two"})
     url = service.http + "/v1/events"
-    statuses = [httpx.post(url, json=payload("u"), headers={"authorization": "Bearer one"}).status_code for _ in range(5)]
+    bearer = {"authorization": "Bearer one"}
+    statuses = [httpx.post(url, json=payload("u"), headers=bearer).status_code for _ in range(5)]
     assert statuses[:3] == [202, 202, 202] and 429 in statuses[3:]
-    limited = httpx.post(url, json=payload("u"), headers={"authorization": "Bearer one"})
+    limited = httpx.post(url, json=payload("u"), headers=bearer)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     # Another key has a bucket of its own.
     assert httpx.post(url, json=payload("u"), headers={"authorization": "Bearer two"}).status_code == 202
@@ -119,10 +121,9 @@ async def test_limits_file_is_hot_reloaded_and_a_bad_file_keeps_the_previous_lim
 
     write_limits(limits, 2, max_connections_per_user=1)
     await eventually(lambda: ready(service)["limits_generation"] == 2, what="generation 2 in force")
-    async with SyncClient(service.ws, user_id="u"):
-        async with connect(f"{service.ws}?user_id=u") as second:
-            await second.wait_closed()
-            assert second.close_code == 4029  # the reloaded limit is enforced
+    async with SyncClient(service.ws, user_id="u"), connect(f"{service.ws}?user_id=u") as second:
+        await second.wait_closed()
+        assert second.close_code == 4029  # the reloaded limit is enforced
 
     for bad in (b"apiVersion: tasksync.io/limits/v1\ngeneration: 3\nlimits: {max_connections_per_user: 0}\n",
                 b"generation: [not, a, number",
@@ -130,7 +131,8 @@ async def test_limits_file_is_hot_reloaded_and_a_bad_file_keeps_the_previous_lim
         rejected_before = value(service, "tasksync_limits_reloads_total", outcome="rejected")
         limits.write_bytes(bad)
         await eventually(
-            lambda: value(service, "tasksync_limits_reloads_total", outcome="rejected") == rejected_before + 1,
+            lambda before=rejected_before: value(service, "tasksync_limits_reloads_total", outcome="rejected")
+            == before + 1,
             what="the bad file rejected",
         )
         assert ready(service)["limits_generation"] == 2

@@ -8,6 +8,7 @@ import re
 import time
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from websockets.asyncio.client import connect
@@ -54,7 +55,8 @@ async def test_a_raising_notifier_is_counted_and_events_still_flow(start_service
         update = await next_update(client)
         # boom raised, so the next notifier answered.
         assert update.task["title"] == "survives" and update.notification.title == "Task created"
-    assert value(service, "tasksync_plugin_errors_total", plugin="boom", hook="tasksync_notification", kind="error") == 1
+    errors = value(service, "tasksync_plugin_errors_total", plugin="boom", hook="tasksync_notification", kind="error")
+    assert errors == 1
     assert "plugin 'boom' failed in tasksync_notification" in service.log()
 
 
@@ -66,7 +68,10 @@ async def test_a_hanging_notifier_is_cut_off_by_the_time_box(start_service):
         update = await next_update(client)
         assert update.notification is None
         assert time.monotonic() - started < 3
-    assert value(service, "tasksync_plugin_errors_total", plugin="hang", hook="tasksync_notification", kind="timeout") == 1
+    timeouts = value(
+        service, "tasksync_plugin_errors_total", plugin="hang", hook="tasksync_notification", kind="timeout"
+    )
+    assert timeouts == 1
 
 
 @pytest.mark.parametrize(("plugin", "kind"), [("boom", "error"), ("hang", "timeout")])
@@ -79,15 +84,20 @@ async def test_a_failing_auth_plugin_refuses_with_1011_without_hanging_the_hands
     assert time.monotonic() - started < 5
     assert value(service, "tasksync_plugin_errors_total", plugin=plugin, hook="tasksync_authenticate", kind=kind) == 1
     # Everyone else is still served: ingest works.
-    import httpx
-
-    response = httpx.post(service.http + "/v1/events", json=payload("x"), headers={"authorization": "Bearer k"})
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            service.http + "/v1/events", json=payload("x"), headers={"authorization": "Bearer k"}
+        )
     assert response.status_code == 202
 
 
 async def test_webhook_notifier_posts_signed_json_for_offline_users_with_retries(start_service):
     with HttpSink(statuses=iter([503, 500])) as sink:
-        env = {"TASKSYNC_WEBHOOK_URL": sink.url, "TASKSYNC_WEBHOOK_SECRET": "hook-secret", "TASKSYNC_WEBHOOK_BACKOFF": "0.05"}
+        env = {
+            "TASKSYNC_WEBHOOK_URL": sink.url,
+            "TASKSYNC_WEBHOOK_SECRET": "hook-secret",
+            "TASKSYNC_WEBHOOK_BACKOFF": "0.05",
+        }
         service = start_service("--dev", "--notifiers", "toast,webhook", env=env)
         async with SyncClient(service.ws, user_id="online") as online:
             await publish_http(service, payload("online", title="seen live"))
@@ -102,8 +112,10 @@ async def test_webhook_notifier_posts_signed_json_for_offline_users_with_retries
         assert request.headers["x-tasksync-signature"] == "sha256=" + expected
         # Only the offline user's event was posted; the online user's was delivered live.
         assert {msgspec.json.decode(r.body)["user_id"] for r in sink.received} == {"offline"}
-        await eventually(lambda: value(service, "tasksync_offline_notifications_total", plugin="webhook", outcome="sent") == 1,
-                         what="the sent outcome counted")
+        await eventually(
+            lambda: value(service, "tasksync_offline_notifications_total", plugin="webhook", outcome="sent") == 1,
+            what="the sent outcome counted",
+        )
 
 
 def test_webhook_refuses_to_start_without_url_and_secret(start_service):

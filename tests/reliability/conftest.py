@@ -22,7 +22,10 @@ class Report:
         lines = [
             "# Reliability report",
             "",
-            "Written by the test suite (tests/reliability/). Every row is a scenario that ran and passed its assertions.",
+            (
+                "Written by the test suite (tests/reliability/). Every row is a scenario that ran and passed its "
+                "assertions."
+            ),
             "",
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "---|" * len(COLUMNS),

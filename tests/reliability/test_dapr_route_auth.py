@@ -46,7 +46,8 @@ async def test_without_a_dapr_token_forged_deliveries_are_refused_and_reach_no_s
     async with SyncClient(service.ws, token=hs256(claims("alice"))) as alice:
         single = post_dapr(service, cloudevent(payload("alice", title="Your session expired: call +1 555 0100")))
         in_bulk = post_dapr(service, bulk([cloudevent(payload("alice", title="forged in bulk")) for _ in range(3)]))
-        subscription = httpx.get(service.http + "/dapr/subscribe")
+        async with httpx.AsyncClient() as http:
+            subscription = await http.get(service.http + "/dapr/subscribe")
         for response in (single, in_bulk, subscription):
             # Not 404 (Dapr would drop the event) and not 2xx: Dapr keeps the event and retries.
             assert response.status_code == 403
@@ -63,7 +64,9 @@ async def test_without_a_dapr_token_forged_deliveries_are_refused_and_reach_no_s
             "inputs tried": "one CloudEvent, one bulk of 3, GET /dapr/subscribe",
             "events lost": 0,
             "cross-user frames": 0,
-            "notes": "each answered 403 naming TASKSYNC_DAPR_API_TOKEN; the user's first frame is the /v1/events marker",
+            "notes": (
+                "each answered 403 naming TASKSYNC_DAPR_API_TOKEN; the user's first frame is the /v1/events marker"
+            ),
         },
     )
 
@@ -79,7 +82,10 @@ async def test_with_the_sidecar_token_deliveries_are_served_and_a_bad_bulk_body_
         assert (first.task["title"], first.seq) == ("from the sidecar", 1)
 
     # Each entry names no event: 25,000 entries in about 800 KB, under the 1 MiB body limit.
-    body = {"type": "com.dapr.event.sent.bulk", "entries": [{"entryId": f"e{i}", "event": {}} for i in range(BAD_ENTRIES)]}
+    body = {
+        "type": "com.dapr.event.sent.bulk",
+        "entries": [{"entryId": f"e{i}", "event": {}} for i in range(BAD_ENTRIES)],
+    }
     lines_before = len(service.log().splitlines())
     response = post_dapr(service, body, sidecar)
     assert response.status_code == 200

@@ -57,7 +57,9 @@ class Stream:
     async def _publish(self) -> None:
         for n in range(self.events):
             user = USERS[n % len(USERS)]
-            await self.publisher.publish({"id": f"fault-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
+            await self.publisher.publish(
+                {"id": f"fault-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}}
+            )
             self.acknowledged[user].append(n)
             self.published += 1
             await asyncio.sleep(0.01)  # a steady stream for the fault to land in
@@ -164,7 +166,9 @@ async def test_redis_killed_and_restarted_under_load_with_two_replicas(start_ser
         "Redis killed and restarted (two replicas)",
         **{
             "load held": f"{len(stream.clients)} sockets, 200 events",
-            "faults injected": f"SIGKILL of Redis, restart once publishers were refused {OUTAGE_REFUSALS} times (AOF persistence)",
+            "faults injected": (
+                f"SIGKILL of Redis, restart once publishers were refused {OUTAGE_REFUSALS} times (AOF persistence)"
+            ),
             "inputs tried": "200 events",
             "events lost": counts["lost"],
             "cross-user frames": 0,
@@ -199,7 +203,10 @@ async def test_network_to_redis_cut_and_restored(start_service, report):
             "network to Redis cut and restored (two replicas)",
             **{
                 "load held": f"{len(stream.clients)} sockets, 200 events",
-                "faults injected": f"every Redis connection dropped, new ones refused until publishers were refused {OUTAGE_REFUSALS} times",
+                "faults injected": (
+                    "every Redis connection dropped, new ones refused until publishers were refused "
+                    f"{OUTAGE_REFUSALS} times"
+                ),
                 "inputs tried": "200 events",
                 "events lost": counts["lost"],
                 "cross-user frames": 0,
@@ -221,16 +228,18 @@ async def test_a_hanging_plugin_and_an_unreadable_limits_file(start_service, tmp
     limits.mkdir()  # the limits "disk" unreadable
     await eventually(lambda: value(service, "tasksync_limits_reloads_total", outcome="unreadable") == 1,
                      what="the unreadable file counted")
-    async with SyncClient(service.ws, user_id="patient") as client:
-        async with httpx.AsyncClient() as http:
-            await http.post(service.http + "/v1/events", json={"event": "task.created", "user_id": "patient",
-                                                               "task": {"title": "still delivered"}})
+    async with SyncClient(service.ws, user_id="patient") as client, httpx.AsyncClient() as http:
+        await http.post(service.http + "/v1/events", json={"event": "task.created", "user_id": "patient",
+                                                           "task": {"title": "still delivered"}})
         async with asyncio.timeout(5):
             while not isinstance(frame := await client.receive(), TaskUpdate):
                 pass
+        ready = await http.get(service.http + "/health/ready")
     assert frame.task["title"] == "still delivered" and frame.notification.title == "Task created"
-    assert httpx.get(service.http + "/health/ready").json()["limits_generation"] == 3
-    timeouts = value(service, "tasksync_plugin_errors_total", plugin="hang", hook="tasksync_notification", kind="timeout")
+    assert ready.json()["limits_generation"] == 3
+    timeouts = value(
+        service, "tasksync_plugin_errors_total", plugin="hang", hook="tasksync_notification", kind="timeout"
+    )
     assert timeouts == 1
     report.record(
         "a plugin that hangs; the limits file unreadable",

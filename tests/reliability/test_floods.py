@@ -213,7 +213,8 @@ async def test_endless_request_heads_are_refused_431_in_bounded_memory(start_ser
     assert all(o in ("closed", "closed: HTTP/1.1 431 Request Header Fields Too Large") for o in outcomes), outcomes
     assert value(service, "tasksync_handshakes_refused_total", reason="head_too_large") == 4
     # Heads within the cap still pass, on every route: a token-sized header, and a WebSocket.
-    response = httpx.get(service.http + "/health", headers={"x-token": "t" * 8000})
+    async with httpx.AsyncClient() as http:
+        response = await http.get(service.http + "/health", headers={"x-token": "t" * 8000})
     assert response.status_code == 200
     await _served_meanwhile(service, user_id="canary")
     report.record(
@@ -270,8 +271,11 @@ async def test_trickled_bodies_are_cut_off_at_the_body_deadline(start_service, r
     service = start_service("--dev", env={"TASKSYNC_BODY_TIMEOUT": str(BODY_TIMEOUT)})
     routes = {"/health": "GET", "/v1/events": "POST", "/dapr/task-events": "POST"}
     results = await asyncio.gather(*(_trickled_body(service.port, method, path) for path, method in routes.items()))
-    outcomes = {path: (closed, answer.split(b"\r\n", 1)[0].decode()) for path, (closed, answer) in zip(routes, results)}
-    for path, (closed, status) in outcomes.items():
+    outcomes = {
+        path: (closed, answer.split(b"\r\n", 1)[0].decode())
+        for path, (closed, answer) in zip(routes, results, strict=True)
+    }
+    for path, (closed, _) in outcomes.items():
         assert closed is not None and closed < BODY_TIMEOUT + 5, f"{path}: {outcomes}"
     # /health answers without reading a body; the ingest routes wait for theirs and get 408.
     assert outcomes["/health"][1] == "HTTP/1.1 200 OK", outcomes
@@ -285,7 +289,9 @@ async def test_trickled_bodies_are_cut_off_at_the_body_deadline(start_service, r
         "trickled request bodies",
         **{
             "inputs tried": "a body at 2 bytes/s on " + ", ".join(routes),
-            "notes": "; ".join(f"{path}: {status}, closed after {closed:.1f}s" for path, (closed, status) in outcomes.items())
+            "notes": "; ".join(
+                f"{path}: {status}, closed after {closed:.1f}s" for path, (closed, status) in outcomes.items()
+            )
             + f" (body deadline {BODY_TIMEOUT}s)",
         },
     )

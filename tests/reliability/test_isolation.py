@@ -102,7 +102,8 @@ async def _example(service: ServiceProcess, user_count: int, tabs: list[int], op
                 assert response.status_code == 202
             elif path == "dapr":
                 for event in events:
-                    response = await http.post("/dapr/task-events", json=cloudevent(event, event_id=event["task"]["event"]))
+                    delivery = cloudevent(event, event_id=event["task"]["event"])
+                    response = await http.post("/dapr/task-events", json=delivery)
                     assert response.json() == {"status": "SUCCESS"}
             else:
                 entries = [cloudevent(event, event_id=event["task"]["event"]) for event in events]

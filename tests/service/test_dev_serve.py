@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -51,11 +52,8 @@ def test_a_port_in_use_is_one_line_saying_how_to_pick_another(tmp_path):
 
 
 async def test_development_mode_stops_at_once_on_sigterm(tmp_path):
-    # Started as `make demo` starts it: ServiceProcess sets a drain window, which the demo does not.
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
-    with open(tmp_path / "serve.log", "wb") as log:
-        process = subprocess.Popen([*CLI, "serve", "--dev", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = _serve_as_make_demo_does(port, tmp_path / "serve.log")
     try:
         await eventually(lambda: _healthy(port), timeout=30, what="tasksync serve --dev")
         async with SyncClient(f"ws://127.0.0.1:{port}/ws", user_id="dee") as client:
@@ -73,6 +71,15 @@ async def test_development_mode_stops_at_once_on_sigterm(tmp_path):
     output = (tmp_path / "serve.log").read_text()
     assert (exit_code, code) == (0, 1012), output
     assert "Traceback" not in output
+
+
+def _serve_as_make_demo_does(port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`tasksync serve --dev` as `make demo` starts it: without the drain window ServiceProcess sets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [*CLI, "serve", "--dev", "--port", str(port)], stdout=output, stderr=subprocess.STDOUT, env=env
+        )
 
 
 async def _healthy(port: int) -> bool:

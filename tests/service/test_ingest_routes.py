@@ -53,7 +53,10 @@ def test_programmatic_subscription_can_be_switched_off(start_service):
         (cloudevent({"event": "task.exploded", "user_id": "u", "task": {}}), "unknown_event"),
         (cloudevent({"event": "task.created", "task": {}}), "missing_user_id"),
         (cloudevent({"event": "task.created", "user_id": "u", "task": [1, 2]}), "invalid_task"),
-        (cloudevent({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "yesterday"}), "invalid_occurred_at"),
+        (
+            cloudevent({"event": "task.created", "user_id": "u", "task": {}, "occurred_at": "yesterday"}),
+            "invalid_occurred_at",
+        ),
     ],
 )
 def test_permanently_invalid_dapr_events_are_dropped_not_retried(dev_service, body, reason):
@@ -127,9 +130,15 @@ def test_service_refuses_to_run_development_auth_outside_development_mode(start_
         (b"[{]", 400, "invalid_json", "not valid JSON"),
         (b"[]", 422, "empty_batch", "empty"),
         (b'"just a string"', 422, "invalid_payload", "must be a JSON object"),
-        (msgspec.json.encode({"event": "task.renamed", "user_id": "u", "task": {}}), 422, "unknown_event", "task.renamed"),
+        (
+            msgspec.json.encode({"event": "task.renamed", "user_id": "u", "task": {}}),
+            422, "unknown_event", "task.renamed",
+        ),
         (msgspec.json.encode({"event": "task.created", "task": {}}), 422, "missing_user_id", "user_id"),
-        (msgspec.json.encode({"event": "task.created", "user_id": "u", "task": "x"}), 422, "invalid_task", "got string"),
+        (
+            msgspec.json.encode({"event": "task.created", "user_id": "u", "task": "x"}),
+            422, "invalid_task", "got string",
+        ),
         (msgspec.json.encode([payload("u"), {"event": "task.created", "user_id": "u"}]), 422, "invalid_task", "item 1"),
     ],
 )

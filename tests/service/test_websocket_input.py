@@ -100,7 +100,8 @@ async def test_rejections_are_counted(dev_service):
     async with SyncClient(dev_service.ws, user_id="quinn") as quinn:
         await quinn.send_raw('{"type": "hello"}')
         await expect_error(quinn, "unknown_type")
-    metrics = httpx.get(dev_service.http + "/metrics").text
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(dev_service.http + "/metrics")).text
     assert 'tasksync_client_frames_rejected_total{reason="unknown_type"} 1.0' in metrics
 
 

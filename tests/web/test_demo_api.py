@@ -173,7 +173,7 @@ def test_tasks_outlive_a_restart_and_keep_their_versions(start_service, tmp_path
     assert httpx.patch(tasks_url(second, "alice", task["id"]), json={"completed": True}).json()["version"] == 2
 
 
-async def test_a_write_whose_event_the_broker_refuses_is_not_saved(start_service, redis_server, tmp_path):
+def test_a_write_whose_event_the_broker_refuses_is_not_saved(start_service, redis_server, tmp_path):
     service = start_service("--dev", "--broker", redis_server.url, "--demo-db", str(tmp_path / "demo.sqlite3"))
     kept = httpx.post(tasks_url(service, "alice"), json={"title": "before the outage"}).json()
     redis_server.kill()
@@ -263,7 +263,7 @@ async def test_the_readme_try_it_example_works_end_to_end(start_service):
     demo = start_service("--dev")
     tail_line, *curl_lines = readme_try_it()
     assert tail_line.startswith(".venv/bin/tasksync tail ") and curl_lines
-    tail_args = shlex.split(tail_line)[1:] + ["--url", demo.http, "--no-reconnect"]
+    tail_args = [*shlex.split(tail_line)[1:], "--url", demo.http, "--no-reconnect"]
     tail = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tasksync.cli", *tail_args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -283,7 +283,8 @@ async def test_the_readme_try_it_example_works_end_to_end(start_service):
         tail.terminate()
         await tail.wait()
     assert [(u["event"], u["task"]["id"]) for u in updates] == [("task.created", 1), ("task.completed", 1)]
-    listed = httpx.get(tasks_url(demo, "alice")).json()
-    assert [(t["id"], t["title"], t["completed"], t["version"]) for t in listed] == [(1, "Write docs", True, 2)]
-    # Still editable after the example, as in the page.
-    assert httpx.patch(tasks_url(demo, "alice", 1), json={"title": "Write more docs"}).status_code == 200
+    async with httpx.AsyncClient() as http:
+        listed = (await http.get(tasks_url(demo, "alice"))).json()
+        assert [(t["id"], t["title"], t["completed"], t["version"]) for t in listed] == [(1, "Write docs", True, 2)]
+        # Still editable after the example, as in the page.
+        assert (await http.patch(tasks_url(demo, "alice", 1), json={"title": "Write more docs"})).status_code == 200
