@@ -16,7 +16,6 @@ from .routes.ws import ws_endpoint
 from .service import Service
 from .settings import Settings
 
-
 CLIENT_ERRORS: set[int | type[Exception]] = {400, 401, 403, 404, 405, 409, 413, 415, 422, 429}
 
 
@@ -32,7 +31,15 @@ def create_app(settings: Settings | None = None, *, service: Service | None = No
             await service.stop()
 
     app = Litestar(
-        route_handlers=[ws_endpoint, publish_events, health, ready, metrics, heap, *dapr_route_handlers(service.settings)]
+        route_handlers=[
+            ws_endpoint,
+            publish_events,
+            health,
+            ready,
+            metrics,
+            heap,
+            *dapr_route_handlers(service.settings),
+        ]
         + (demo_route_handlers(service.settings) if service.settings.dev else []),
         lifespan=[lifespan],
         request_max_body_size=service.settings.max_body_bytes,

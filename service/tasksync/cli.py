@@ -57,7 +57,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if doc.type is bool:
             parser.add_argument(flag, dest=doc.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif doc.type == list[str]:
-            parser.add_argument(flag, dest=doc.name, default=None, help=text, type=lambda v: [k for k in v.split(",") if k])
+            parser.add_argument(
+                flag, dest=doc.name, default=None, help=text, type=lambda v: [k for k in v.split(",") if k]
+            )
         else:
             parser.add_argument(flag, dest=doc.name, default=None, help=text, type=doc.type)
 
@@ -83,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("event", choices=["task.created", "task.updated", "task.completed", "task.deleted"])
     publish.add_argument("--user-id", required=True, help="the user whose tabs and devices receive the event")
-    publish.add_argument("--task", required=True, help='the task as a JSON object with an "id", e.g. \'{"id": 1, "title": "x"}\'')
+    publish.add_argument(
+        "--task", required=True, help='the task as a JSON object with an "id", e.g. \'{"id": 1, "title": "x"}\''
+    )
     publish.add_argument("--id", dest="event_id", help="event id (default: random); reuse it to test dedupe")
     publish.add_argument("--url", default=DEFAULT_URL, help=url_help)
     publish.add_argument("--api-key", help=f"API key (default: ${ENV_PREFIX}API_KEY)")
@@ -149,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _publish(args: argparse.Namespace) -> int:
-    from .publisher import PublishError, Publisher
+    from .publisher import Publisher, PublishError
 
     url, user_id = base_url(args.url), _non_empty_user(args.user_id)
     try:
@@ -188,13 +192,15 @@ async def _first_connection(client: SyncClient, url: str) -> Connected:
     while True:
         try:
             return await client.connect()
-        except (ConnectionRefusedError, ConnectionResetError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionRefusedError, ConnectionResetError) as exc:
             failure: BaseException = exc
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status not in STARTING_STATUSES:
                 hint = "; is --url the service's base URL?" if status in (403, 404) else ""
-                raise CommandError(f"{websocket_url(url)} refused the WebSocket handshake: HTTP {status}{hint}") from None
+                raise CommandError(
+                    f"{websocket_url(url)} refused the WebSocket handshake: HTTP {status}{hint}"
+                ) from None
             failure = exc
         except ConnectionClosed as closed:
             received = closed.rcvd

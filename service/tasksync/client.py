@@ -205,15 +205,17 @@ class SyncClient:
             if attempt > self.max_attempts:
                 raise ClientClosed(self.close_code, f"gave up after {self.max_attempts} attempts")
             # 1012 (drain) means "reconnect elsewhere now": no backoff, only a little jitter.
-            delay = random.uniform(0, 0.5) if self.close_code == CLOSE_SERVICE_RESTART and attempt == 1 else backoff_delay(
-                attempt, self.backoff, self.jitter
+            delay = (
+                random.uniform(0, 0.5)
+                if self.close_code == CLOSE_SERVICE_RESTART and attempt == 1
+                else backoff_delay(attempt, self.backoff, self.jitter)
             )
             await asyncio.sleep(delay)
             self._url_index += 1
             try:
                 await self.connect()
                 return
-            except (OSError, InvalidHandshake, InvalidStatus, asyncio.TimeoutError, ConnectionClosed):
+            except (TimeoutError, OSError, InvalidHandshake, InvalidStatus, ConnectionClosed):
                 self._failed_attempts += 1
 
 

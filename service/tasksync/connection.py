@@ -27,7 +27,7 @@ from typing import Protocol
 
 from .broker import Delivery
 from .metrics import Metrics
-from .protocol import CLOSE_TRY_AGAIN_LATER, ResyncRequired, close_reason, encode, text_frame
+from .protocol import CLOSE_TRY_AGAIN_LATER, ResyncReason, ResyncRequired, close_reason, encode, text_frame
 
 
 class Transport(Protocol):
@@ -154,8 +154,19 @@ class Connection:
     """One socket's delivery state. The socket's reading and its handshake belong to the session."""
 
     __slots__ = (
-        "id", "user_id", "state", "close_request", "outbox", "transport", "metrics", "sending_since", "epoch",
-        "last_taken_seq", "last_queued_seq", "_held", "_writer",
+        "_held",
+        "_writer",
+        "close_request",
+        "epoch",
+        "id",
+        "last_queued_seq",
+        "last_taken_seq",
+        "metrics",
+        "outbox",
+        "sending_since",
+        "state",
+        "transport",
+        "user_id",
     )
 
     def __init__(self, user_id: str, outbox_size: int, transport: Transport, metrics: Metrics) -> None:
@@ -216,7 +227,7 @@ class Connection:
         offset just before this delivery, from where the stream goes on without a gap. Deliveries
         still queued are dropped: the refetch covers them, and the stream's position stays one a
         server-side catch-up can resume (`last_taken_seq` in `epoch`). False if the outbox is full."""
-        reason = "epoch_changed" if delivery.epoch != self.epoch else "history_gap"
+        reason: ResyncReason = "epoch_changed" if delivery.epoch != self.epoch else "history_gap"
         self.outbox.drop_deliveries()
         self.epoch = delivery.epoch
         self.last_taken_seq = self.last_queued_seq = delivery.seq - 1

@@ -9,7 +9,7 @@ POST /v1/events take, so the demo shows exactly what any publisher's users would
 |---|---|
 | `GET /demo/api/tasks?user_id=U` | 200, the user's tasks, oldest first |
 | `POST /demo/api/tasks?user_id=U` with `{"title"}` | 201, the created task (`task.created`) |
-| `PATCH /demo/api/tasks/{id}?user_id=U` with `title` and/or `completed` | 200, the task (`task.completed` when it became complete, else `task.updated`) |
+| `PATCH /demo/api/tasks/{id}?user_id=U` with `title`, `completed` | 200, the task (`task.updated`, `task.completed`) |
 | `DELETE /demo/api/tasks/{id}?user_id=U` | 204 (`task.deleted`, carrying the task with its final version) |
 
 A task is `{"id", "title", "completed", "version", "updated_at"}`. `version` grows by one with

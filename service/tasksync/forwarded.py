@@ -11,33 +11,38 @@ peer in the scope; `peer_host()` reads it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, cast
 
-from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn._types import ASGI3Application
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+# Any ASGI application: Litestar's and uvicorn's type their scopes and messages differently.
+AsgiApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 PEER_HOST_KEY = "tasksync.peer_host"
 
 
-def forwarded_headers(app: ASGI3Application, forwarded_allow_ips: list[str]) -> ASGI3Application:
+def forwarded_headers(app: AsgiApp, forwarded_allow_ips: list[str]) -> AsgiApp:
     """`app` with X-Forwarded-For/-Proto applied to the scope's client and scheme for requests
     whose peer is in `forwarded_allow_ips`, the peer itself kept under PEER_HOST_KEY."""
     # uvicorn takes an entry without a prefix length as one address and silently ignores an
     # entry it cannot parse; as networks, "10.0.0.1" and "10.0.0.0/8" both mean what they say.
     networks = [str(ipaddress.ip_network(entry, strict=False)) for entry in forwarded_allow_ips]
-    return _KeepPeer(ProxyHeadersMiddleware(app, trusted_hosts=networks) if networks else app)
+    inner = ProxyHeadersMiddleware(cast(ASGI3Application, app), trusted_hosts=networks) if networks else app
+    return _KeepPeer(inner)
 
 
 class _KeepPeer:
     """Records the TCP peer before anything inside can rewrite the scope's client."""
 
-    def __init__(self, app: ASGI3Application) -> None:
+    def __init__(self, app: AsgiApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
-        if scope["type"] != "lifespan" and scope.get("client"):
-            scope[PEER_HOST_KEY] = scope["client"][0]  # type: ignore[typeddict-unknown-key]
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        client = scope.get("client")
+        if scope["type"] != "lifespan" and client:
+            scope[PEER_HOST_KEY] = client[0]
         await self.app(scope, receive, send)
 
 

@@ -12,11 +12,11 @@ import base64
 import binascii
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
-from .events import EVENT_NAMES, TaskEvent
+from .events import EVENT_NAMES, EventName, TaskEvent
 from .protocol import utc_now_iso
 
 MAX_USER_ID_LENGTH = 256
@@ -138,10 +138,7 @@ def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> Ta
     if _deeper_than(task, MAX_TASK_DEPTH):
         raise IngestError("invalid_task", f"'task' is nested deeper than {MAX_TASK_DEPTH} levels")
     occurred_at = payload.get("occurred_at")
-    if occurred_at is None:
-        occurred_at = utc_now_iso()
-    else:
-        occurred_at = _normalise_time(occurred_at)
+    occurred_at = utc_now_iso() if occurred_at is None else _normalise_time(occurred_at)
     if event_id is None:
         event_id = payload.get("id")
     if event_id is None:
@@ -152,7 +149,7 @@ def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> Ta
             "invalid_id", f"event 'id' must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters"
         )
     return TaskEvent(
-        id=event_id, user_id=user_id, event=name, task=task, occurred_at=occurred_at, source=source
+        id=event_id, user_id=user_id, event=cast(EventName, name), task=task, occurred_at=occurred_at, source=source
     )
 
 

@@ -7,11 +7,11 @@ never disagree about a field name.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
-LIMITS_API_VERSION = "tasksync.io/limits/v1"
+LIMITS_API_VERSION: Final = "tasksync.io/limits/v1"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]

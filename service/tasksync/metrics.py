@@ -68,7 +68,7 @@ class LoopHistogram(Collector):
 
     def collect(self) -> Iterator[Metric]:
         cumulative, buckets = 0, []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
             cumulative += count
             buckets.append((bound, cumulative))
         yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
@@ -187,7 +187,8 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "tasksync_rate_limited",
-            "Work refused or dropped by a rate limit: inbound client frames, outbound events, replays, publish requests.",
+            "Work refused or dropped by a rate limit: inbound client frames, outbound events, replays, "
+            "publish requests.",
             ["direction"],
             registry=r,
         )
@@ -214,7 +215,9 @@ class Metrics:
         )
         # Leak detectors: both return to their idle values when every socket has closed.
         self.asyncio_tasks = Gauge(
-            "tasksync_asyncio_tasks", "asyncio tasks alive in this process (one per socket, plus a writer while frames wait).", registry=r
+            "tasksync_asyncio_tasks",
+            "asyncio tasks alive in this process (one per socket, plus a writer while frames wait).",
+            registry=r,
         )
         self.history_events = Gauge(
             "tasksync_history_events",

@@ -98,9 +98,13 @@ class Plugins:
         """The principal for a handshake; raises AuthRefused (or TokenRequired)."""
         for impl in self._impls("tasksync_authenticate"):
             try:
-                result = await self._call(impl, "tasksync_authenticate", raise_refusals=True, ctx=self.ctx, handshake=handshake)
+                result = await self._call(
+                    impl, "tasksync_authenticate", raise_refusals=True, ctx=self.ctx, handshake=handshake
+                )
             except _HookFailed:
-                raise AuthRefused("plugin_error", "authentication is unavailable; try again later", CLOSE_INTERNAL) from None
+                raise AuthRefused(
+                    "plugin_error", "authentication is unavailable; try again later", CLOSE_INTERNAL
+                ) from None
             if result is not None:
                 return result
         raise AuthRefused("no_principal", "no auth plugin accepted the handshake")

@@ -62,8 +62,13 @@ class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
     timestamp: str
 
 
+# Why a stream cannot go on from where a client stands: history no longer holds what followed,
+# or the broker's offsets restarted (a new epoch).
+ResyncReason = Literal["history_gap", "epoch_changed"]
+
+
 class ResyncRequired(msgspec.Struct, tag="resync_required", tag_field="type", kw_only=True):
-    reason: Literal["history_gap", "epoch_changed"]
+    reason: ResyncReason
     seq: int
     epoch: str
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 class TokenBucket:
     """Allows `rate` actions per second on average and bursts of up to `burst`."""
 
-    __slots__ = ("rate", "burst", "stamp", "_tokens", "_clock")
+    __slots__ = ("_clock", "_tokens", "burst", "rate", "stamp")
 
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate

@@ -196,4 +196,5 @@ class Service:
     async def readiness(self) -> Readiness:
         broker_ok = await self.node.broker.ready()
         full = self.full
-        return Readiness(ready=broker_ok and not self.draining and not full, broker=broker_ok, draining=self.draining, full=full)
+        ready = broker_ok and not self.draining and not full
+        return Readiness(ready=ready, broker=broker_ok, draining=self.draining, full=full)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -87,17 +88,19 @@ def offered_subprotocols(socket: WebSocket) -> list[str]:
     return [entry for entry in socket.scope.get("subprotocols", ()) if entry]
 
 
-def decimal_parameter(query: dict[str, str], name: str, label: str) -> int | None:
+def decimal_parameter(query: Mapping[str, str], name: str, label: str) -> int | None:
     """A non-negative integer handshake parameter, None when absent."""
     raw = query.get(name)
     if raw is None:
         return None
     if not _DECIMAL.fullmatch(raw):
-        raise HandshakeRejected(CLOSE_POLICY, label, f"'{name}' must be a non-negative integer of at most 18 ASCII digits")
+        raise HandshakeRejected(
+            CLOSE_POLICY, label, f"'{name}' must be a non-negative integer of at most 18 ASCII digits"
+        )
     return int(raw)
 
 
-def resume_request(query: dict[str, str]) -> tuple[int, str] | None:
+def resume_request(query: Mapping[str, str]) -> tuple[int, str] | None:
     """The `since`/`epoch` handshake parameters, validated; None when the client did not resume."""
     since, epoch = decimal_parameter(query, "since", "bad_resume"), query.get("epoch")
     if since is None and epoch is None:
@@ -107,7 +110,7 @@ def resume_request(query: dict[str, str]) -> tuple[int, str] | None:
     return since, epoch
 
 
-def reconnect_attempts(query: dict[str, str]) -> int | None:
+def reconnect_attempts(query: Mapping[str, str]) -> int | None:
     """How many attempts failed before this reconnect, at most MAX_REPORTED_ATTEMPTS, or None
     if this is not a reconnect. A malformed count is refused whether or not this is a reconnect:
     it comes from a broken client."""
@@ -123,7 +126,7 @@ def read_handshake(socket: WebSocket, service: Service, offered: list[str]) -> H
     for a header that is not UTF-8."""
     headers, repeated = request_headers(socket)
     query = dict(socket.query_params)
-    token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
+    token = next((p[len(BEARER_PREFIX) :] for p in offered if p.startswith(BEARER_PREFIX)), None)
     if token is None and service.settings.token_query_param:
         token = query.get("token")
     query.pop("token", None)  # never handed to plugins, never logged by them
@@ -242,7 +245,7 @@ async def _serve(socket: WebSocket, service: Service, admission: Admission) -> N
 class _Expiry:
     """Closes the connection with 4001 when its credential expires, unless refreshed first."""
 
-    __slots__ = ("conn", "_timer")
+    __slots__ = ("_timer", "conn")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -256,7 +259,9 @@ class _Expiry:
         self._timer = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), self._expire)
 
     def _expire(self) -> None:
-        self.conn.request_close(CloseRequest(CLOSE_UNAUTHENTICATED, "token expired: reconnect with a fresh token", "token_expired"))
+        self.conn.request_close(
+            CloseRequest(CLOSE_UNAUTHENTICATED, "token expired: reconnect with a fresh token", "token_expired")
+        )
 
     def cancel(self) -> None:
         if self._timer is not None:
@@ -272,18 +277,21 @@ async def _first_frame_auth(socket: WebSocket, service: Service, handshake: Hand
         async with asyncio.timeout(timeout):
             message = await socket.receive()
     except TimeoutError:
-        return await _refuse(socket, service, "auth_timeout", f"no auth frame within {timeout:g}s")
+        await _refuse(socket, service, "auth_timeout", f"no auth frame within {timeout:g}s")
+        return None
     if message["type"] == "websocket.disconnect":
         return None
     text = message.get("text")
-    if text is None or len(text) > service.limits.max_frame_bytes:
-        return await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+    if not isinstance(text, str) or len(text) > service.limits.max_frame_bytes:
+        await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+        return None
     try:
         frame = decode_client_frame(text)
     except ProtocolError:
         frame = None
     if not isinstance(frame, Auth):
-        return await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+        await _refuse(socket, service, "bad_auth_frame", "expected an auth frame first")
+        return None
     try:
         return await service.plugins.authenticate(msgspec.structs.replace(handshake, token=frame.token))
     except AuthRefused as refused:
@@ -295,7 +303,6 @@ async def _first_frame_auth(socket: WebSocket, service: Service, handshake: Hand
 async def _refuse(socket: WebSocket, service: Service, reason: str, message: str) -> None:
     service.metrics.auth_failures.labels(reason).inc()
     await socket.close(CLOSE_UNAUTHENTICATED, close_reason(message))
-    return None
 
 
 async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _Expiry) -> None:
@@ -309,9 +316,11 @@ async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _
         if not conn.is_open:
             continue  # frames after we asked to close are read and ignored until the close completes
         text = message.get("text")
-        if text is None:
+        if not isinstance(text, str):
             metrics.client_frames_rejected.labels("binary").inc()
-            conn.request_close(CloseRequest(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "unsupported_data"))
+            conn.request_close(
+                CloseRequest(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "unsupported_data")
+            )
             continue
         if not bucket.allow():
             metrics.rate_limited.labels("inbound").inc()
@@ -351,7 +360,9 @@ async def _open_stream(conn: Connection, service: Service, resume: tuple[int, st
         conn.request_close(BROKER_UNAVAILABLE)
     except ReplayOverBudget:
         service.metrics.rate_limited.labels("replay").inc()
-        conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many events replayed: resume less often", "rate_limited"))
+        conn.request_close(
+            CloseRequest(CLOSE_RATE_LIMITED, "too many events replayed: resume less often", "rate_limited")
+        )
 
 
 async def _refresh(conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:

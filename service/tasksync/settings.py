@@ -45,7 +45,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_interval: Annotated[float, _doc("Seconds between ping frames to each socket.", gt=0)] = 25.0
     history_size: Annotated[int, _doc("Events kept per user for resume.", ge=1)] = 1000
     history_ttl: Annotated[float, _doc("Seconds an event stays in a user's history.", gt=0)] = 3600.0
-    dedupe_window: Annotated[float, _doc("Seconds within which a repeated event id is delivered only once.", gt=0)] = 600.0
+    dedupe_window: Annotated[float, _doc("Seconds within which a repeated event id is delivered only once.", gt=0)] = (
+        600.0
+    )
     outbox_size: Annotated[
         int, _doc("Frames queued per connection before it counts as a slow consumer and is closed (1013).", ge=1)
     ] = 1000
@@ -75,15 +77,22 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 10.0
     drain_grace: Annotated[
         float,
-        _doc("On SIGTERM, seconds until the process exits whatever is left; keep below terminationGracePeriodSeconds.", gt=0),
+        _doc(
+            "On SIGTERM, seconds until the process exits whatever is left; keep below terminationGracePeriodSeconds.",
+            gt=0,
+        ),
     ] = 25.0
-    max_body_bytes: Annotated[int, _doc("Largest HTTP request body accepted on the ingest routes.", ge=1024)] = 1_048_576
+    max_body_bytes: Annotated[int, _doc("Largest HTTP request body accepted on the ingest routes.", ge=1024)] = (
+        1_048_576
+    )
     max_frame_bytes: Annotated[
         int, _doc("Largest client WebSocket frame accepted; larger ones close the connection with 1009.", ge=128)
     ] = 65_536
     auth: Annotated[
         str,
-        _doc("Auth plugin by entry-point name (dev, jwt, header, or a third party's); empty: 'dev' in development mode."),
+        _doc(
+            "Auth plugin by entry-point name (dev, jwt, header, or a third party's); empty: 'dev' in development mode."
+        ),
     ] = ""
     notifiers: Annotated[
         list[str], _doc("Notification plugins to enable, by entry-point name (comma-separated): toast, webhook, log.")
@@ -123,9 +132,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits_file: Annotated[
         str, _doc("Limits file (YAML/JSON, schema tasksync.io/limits/v1) to load and watch; empty: built-in limits.")
     ] = ""
-    limits_poll_interval: Annotated[
-        float, _doc("Seconds between checks of the limits file for changes.", gt=0)
-    ] = 2.0
+    limits_poll_interval: Annotated[float, _doc("Seconds between checks of the limits file for changes.", gt=0)] = 2.0
     api_keys: Annotated[
         list[str], _doc("API keys accepted on POST /v1/events (comma-separated in the environment).")
     ] = []
@@ -134,7 +141,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = True
     dapr_pubsub_name: Annotated[str, _doc("Dapr pub/sub component to subscribe to.")] = "pubsub"
     dapr_topic: Annotated[str, _doc("Topic carrying task events.")] = "task-events"
-    dapr_route: Annotated[str, _doc("Path Dapr delivers events to.", pattern=r"^/[A-Za-z0-9/_\-.]*$")] = "/dapr/task-events"
+    dapr_route: Annotated[str, _doc("Path Dapr delivers events to.", pattern=r"^/[A-Za-z0-9/_\-.]*$")] = (
+        "/dapr/task-events"
+    )
     dapr_dead_letter_topic: Annotated[str, _doc("Dead-letter topic for events Dapr gives up on (empty: none).")] = ""
     dapr_bulk_subscribe: Annotated[bool, _doc("Ask Dapr for bulk delivery in the programmatic subscription.")] = False
     dapr_bulk_max_messages: Annotated[int, _doc("Bulk subscribe: most events per delivery.", ge=1)] = 100
@@ -188,7 +197,9 @@ def setting_docs() -> list[SettingDoc]:
     """Every setting with its plain type, default and description, in declaration order."""
     plain_types = typing.get_type_hints(Settings)
     docs = []
-    for f in msgspec.inspect.type_info(Settings).fields:
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
         description = (getattr(f.type, "extra_json_schema", None) or {}).get("description", "")
         default = f.default_factory() if f.default is msgspec.NODEFAULT else f.default
         docs.append(SettingDoc(f.name, plain_types[f.name], default, description))

@@ -44,11 +44,11 @@ from typing import Any
 
 from litestar import WebSocket
 
+from .connection import Transport
+
 # Through uvicorn_compat, which checks on import that the installed uvicorn has every part used
 # here and names the supported versions when it does not.
 from .uvicorn_compat import STATUS_LINE, HttpToolsProtocol, WebSocketsSansIOProtocol
-
-from .connection import Transport
 
 # The scope key under which `WebSocketProtocol` hands itself to the application.
 TRANSPORT_KEY = "tasksync.transport"
@@ -127,11 +127,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     on_write_stalled: Callable[[], None] = staticmethod(lambda: None)
     # Class-level until armed: an idle connection holds no attribute for it.
     _stall_timer: asyncio.TimerHandle | None = None
+    # uvicorn's own are an asyncio.Queue and an asyncio.Event: these use the part of them it uses.
+    queue: ReceiveQueue  # type: ignore[assignment]
+    writable: WritableFlag  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.queue = ReceiveQueue()  # type: ignore[assignment]
-        self.writable = WritableFlag()  # type: ignore[assignment]
+        self.queue = ReceiveQueue()
+        self.writable = WritableFlag()
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -251,7 +254,7 @@ class AsgiTransport:
     protocol: no synchronous write, and no abort below ASGI, so aborting ends the session (the
     server keeps the socket until its own timeouts)."""
 
-    __slots__ = ("_socket", "_session")
+    __slots__ = ("_session", "_socket")
 
     def __init__(self, socket: WebSocket, session: asyncio.Task[Any]) -> None:
         self._socket = socket
@@ -261,7 +264,7 @@ class AsgiTransport:
         return False
 
     async def send_text(self, text: str) -> None:
-        await self._socket.send({"type": "websocket.send", "text": text})
+        await self._socket.send_text(text)
 
     async def send_close(self, code: int, reason: str) -> None:
         await self._socket.close(code, reason)
@@ -312,7 +315,7 @@ def http_protocol(bounds: RequestBounds) -> type[asyncio.Protocol]:
         # Bytes of the current request head read so far; None while a body is read.
         _head_bytes: int | None = 0
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm(bounds.head_timeout, self._head_too_slow)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import msgspec
 
 from ..events import TaskEvent
+from ..protocol import ResyncReason
 
 
 class BrokerUnavailable(Exception):
@@ -58,7 +58,7 @@ class Replay:
 
     deliveries: list[Delivery]
     position: Position
-    resync: Literal["history_gap", "epoch_changed"] | None = None
+    resync: ResyncReason | None = None
 
 
 # Queues a delivery on the local connections of its user; returns how many there were.
@@ -92,10 +92,10 @@ class Broker(abc.ABC):
     def set_sink(self, sink: DeliverySink) -> None:
         self._sink = sink
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (optional: a broker may have nothing to do)
         """Connect and get ready; called once before the first request."""
 
-    async def stop(self) -> None:
+    async def stop(self) -> None:  # noqa: B027 (optional: a broker may have nothing to do)
         """Release connections; called once at shutdown."""
 
     @abc.abstractmethod
@@ -107,10 +107,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def replay(self, user_id: str, since: int, epoch: str) -> Replay: ...
 
-    async def watch(self, user_id: str) -> None:
+    async def watch(self, user_id: str) -> None:  # noqa: B027 (optional: a broker may have nothing to do)
         """This process now holds a connection of `user_id`."""
 
-    async def unwatch(self, user_id: str) -> None:
+    async def unwatch(self, user_id: str) -> None:  # noqa: B027 (optional: a broker may have nothing to do)
         """This process holds no connection of `user_id` any more."""
 
     @abc.abstractmethod

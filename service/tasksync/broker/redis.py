@@ -273,10 +273,12 @@ class RedisBroker(Broker):
 
     async def publish(self, event: TaskEvent) -> Delivery | None:
         stored = _stored_encoder.encode(
-            _StoredEvent(event.id, event.user_id, event.event, event.task, event.occurred_at, event.source, event.notification)
+            _StoredEvent(
+                event.id, event.user_id, event.event, event.task, event.occurred_at, event.source, event.notification
+            )
         ).decode()
         keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}", f"{self.prefix}:writes"]
-        args = [
+        args: list[str | int] = [
             "r-" + secrets.token_hex(6),
             int(self.dedupe_window * 1000),
             self.history_size,
@@ -531,7 +533,9 @@ class RedisBroker(Broker):
             if failures:
                 log.warning(
                     "catch-up from history failed for %d of %d users (%s); each is retried after its backoff",
-                    len(failures), len(batch), failures[0],
+                    len(failures),
+                    len(batch),
+                    failures[0],
                 )
 
     async def _try_catch_up(self, user_id: str) -> Exception | None:
@@ -598,7 +602,12 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"redis: {exc}") from exc
         log.warning(
             "redis lost writes: %s's event %s at seq %d of epoch %s is gone (head now %d); epoch %s from here on",
-            user_id, mark.event_id, mark.seq, mark.epoch, head, epoch,
+            user_id,
+            mark.event_id,
+            mark.seq,
+            mark.epoch,
+            head,
+            epoch,
         )
         return epoch
 

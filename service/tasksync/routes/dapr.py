@@ -86,7 +86,9 @@ def _refusal(request: Request, service: Service) -> Response | None:
         return Response({"error": "dapr_token_not_configured", "message": DAPR_TOKEN_NOT_SET}, status_code=403)
     if not same_secret(request.headers.get(TOKEN_HEADER), expected):
         service.metrics.ingest_errors.labels("dapr", "unauthorized").inc()
-        return Response({"error": "unauthorized", "message": f"missing or wrong {TOKEN_HEADER} header"}, status_code=401)
+        return Response(
+            {"error": "unauthorized", "message": f"missing or wrong {TOKEN_HEADER} header"}, status_code=401
+        )
     return None
 
 
@@ -119,7 +121,10 @@ class _Rejections:
         summary = ", ".join(f"{status} {reason}: {count}" for (status, reason), count in self.counts.most_common())
         log.warning(
             "Dapr delivery: %d of %d events not accepted (%s); first: %s",
-            self.counts.total(), events, summary, self.first,
+            self.counts.total(),
+            events,
+            summary,
+            self.first,
         )
 
 

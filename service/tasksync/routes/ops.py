@@ -36,7 +36,9 @@ async def ready(request: Request) -> Response:
 @get("/debug/heap")
 async def heap(request: Request) -> Response:
     if not service_of(request).settings.debug_endpoints:
-        return Response({"error": "not_found", "message": "debug endpoints are off (TASKSYNC_DEBUG_ENDPOINTS)"}, status_code=404)
+        return Response(
+            {"error": "not_found", "message": "debug endpoints are off (TASKSYNC_DEBUG_ENDPOINTS)"}, status_code=404
+        )
     # Cyclic garbage (finished tasks and their frames) would otherwise count as live.
     gc.collect()
     objects = gc.get_objects()
