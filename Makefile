@@ -50,6 +50,13 @@ demo: $(DEMO_INSTALLED)
 test:
 	bash scripts/test.sh
 
+# The static checks: ruff and mypy (pyproject.toml), the web client's ESLint and tsc. `make test`
+# runs them first; scripts/lint.sh says which failed.
+.PHONY: lint
+lint: venv
+	bash scripts/ensure-web-deps.sh
+	bash scripts/lint.sh
+
 # The loop while editing: the unit and service tests, with only the Python packages of `venv`
 # (no apt, Go, Chromium or helm; no Redis either). tests/plugins needs nothing more but would take
 # the run past two minutes on two cores: run it by path when a change touches plugins.
