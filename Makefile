@@ -58,11 +58,13 @@ lint: venv
 	bash scripts/lint.sh
 
 # The loop while editing: the unit and service tests, with only the Python packages of `venv`
-# (no apt, Go, Chromium or helm; no Redis either). tests/plugins needs nothing more but would take
-# the run past two minutes on two cores: run it by path when a change touches plugins.
+# (no apt, Go, Chromium or helm; no Redis either), one pytest worker per core: most of their time
+# is tasksync processes starting and stopping, which overlap well. tests/plugins needs nothing
+# more but would take the run past two minutes on two cores: run it by path when a change
+# touches plugins.
 .PHONY: test-fast
 test-fast: venv
-	$(VENV)/bin/python -m pytest tests/unit tests/service -q
+	$(VENV)/bin/python -m pytest tests/unit tests/service -q -n auto
 
 # Benchmarks against real peers: about 14 minutes; rewrites bench/results and the
 # results block of docs/performance.md.
