@@ -18,7 +18,6 @@ from tasksync.protocol import ResyncRequired, ServerFrame
 from tests.support.recording_transport import RecordingTransport
 from tests.support.waiting import eventually
 
-
 EPOCH = "m"
 
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import uvicorn
-from tasksync.transport import ReceiveQueue, RequestBounds, WritableFlag, http_protocol, websocket_protocol
 from uvicorn.server import ServerState
 
+from tasksync.transport import ReceiveQueue, RequestBounds, WritableFlag, http_protocol, websocket_protocol
 from tests.support.waiting import eventually
 
 
@@ -171,7 +171,7 @@ async def test_a_head_at_the_cap_is_served_and_one_byte_more_is_refused_431(read
     for offset in range(0, len(head), read_size):
         if transport.is_closing():
             break
-        protocol.data_received(head[offset:offset + read_size])
+        protocol.data_received(head[offset : offset + read_size])
     assert await _answered(transport) == [status]
     assert transport.closed == refused
     assert counts.values == ({"head_too_large": 1} if refused else {})
