@@ -126,7 +126,8 @@ async def _echo_body_length(scope: dict[str, Any], receive: Callable[..., Any], 
         if not message.get("more_body"):
             break
     answer = str(len(body)).encode()
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode())]})
+    headers = [(b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer})
 
 
