@@ -23,6 +23,8 @@ class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
     """A validated event for one user's task.
 
     `occurred_at` is the publisher's time (ISO 8601) when it gave one, else the ingest time.
+    `op_id` is the publisher's operation id, passed through untouched: the id of the user action
+    that caused the event, by which the client tab that acted recognises its own change.
     `received_ns` is the monotonic ingest instant, kept only in this process to measure
     ingest-to-socket latency.
     """
@@ -34,4 +36,5 @@ class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
     occurred_at: str
     source: str = "http"
     notification: Notification | None = None
+    op_id: str | None = None
     received_ns: int = msgspec.field(default_factory=time.monotonic_ns)

@@ -21,6 +21,8 @@ from .protocol import utc_now_iso
 
 MAX_USER_ID_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 256
+# An operation id names one user action, not a record: short, so every frame can carry it.
+MAX_OP_ID_LENGTH = 64
 # Tasks are records, not trees: a bound on nesting keeps a hostile task from exhausting the
 # recursion depth when the frame is encoded (decoding alone would allow far deeper).
 MAX_TASK_DEPTH = 32
@@ -109,8 +111,11 @@ def body_type(raw: bytes) -> Any:
         return None
 
 
-def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> TaskEvent:
-    """Validate the event payload `{"event", "user_id", "task", "occurred_at"?}`."""
+def event_from_payload(payload: Any, *, event_id: str | None, source: str, op_id: Any = None) -> TaskEvent:
+    """Validate the event payload `{"event", "user_id", "task", "occurred_at"?, "op_id"?}`.
+
+    `op_id`, when given, is the operation id from outside the payload (a CloudEvent extension);
+    it takes the place of the payload's own."""
     if not isinstance(payload, dict):
         raise IngestError("invalid_payload", f"event payload must be a JSON object, got {_kind(payload)}")
     name = payload.get("event")
@@ -149,7 +154,13 @@ def event_from_payload(payload: Any, *, event_id: str | None, source: str) -> Ta
             "invalid_id", f"event 'id' must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters"
         )
     return TaskEvent(
-        id=event_id, user_id=user_id, event=cast(EventName, name), task=task, occurred_at=occurred_at, source=source
+        id=event_id,
+        user_id=user_id,
+        event=cast(EventName, name),
+        task=task,
+        occurred_at=occurred_at,
+        source=source,
+        op_id=_op_id(payload.get("op_id") if op_id is None else op_id),
     )
 
 
@@ -173,7 +184,8 @@ def event_from_cloudevent(cloudevent: Any) -> TaskEvent:
         data = _decode_embedded_json(raw, "data_base64")
     else:
         raise IngestError("missing_data", "CloudEvent has no 'data'")
-    return event_from_payload(data, event_id=event_id, source="dapr")
+    # CloudEvents extension names are lowercase letters and digits only, hence `opid`.
+    return event_from_payload(data, event_id=event_id, source="dapr", op_id=cloudevent.get("opid"))
 
 
 def bulk_envelope(raw: bytes) -> BulkEnvelope:
@@ -213,6 +225,16 @@ def events_from_http_body(raw: bytes) -> list[TaskEvent]:
 
 def _decode_embedded_json(raw: bytes, field: str) -> Any:
     return _decode(_json, raw, f"CloudEvent '{field}'")
+
+
+def _op_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_OP_ID_LENGTH or not value.isprintable():
+        raise IngestError(
+            "invalid_op_id", f"'op_id' must be a non-empty printable string of at most {MAX_OP_ID_LENGTH} characters"
+        )
+    return value
 
 
 def _normalise_time(value: Any) -> str:

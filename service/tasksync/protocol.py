@@ -56,6 +56,7 @@ class TaskUpdate(msgspec.Struct, tag="task_update", tag_field="type", kw_only=Tr
     seq: int
     epoch: str
     notification: Notification | None = None
+    op_id: str | None = None
 
 
 class Ping(msgspec.Struct, tag="ping", tag_field="type", kw_only=True):
@@ -135,6 +136,7 @@ def encode_task_update(event: TaskEvent, seq: int, epoch: str) -> str:
             seq=seq,
             epoch=epoch,
             notification=event.notification,
+            op_id=event.op_id,
         )
     )
 

@@ -119,6 +119,26 @@ def test_http_event_id_is_taken_from_the_body_or_generated():
     assert len(generated.id) == 32
 
 
+def test_the_operation_id_is_carried_from_the_body_or_the_cloudevent_extension():
+    assert events_from_http_body(msgspec.json.encode(payload("u")))[0].op_id is None
+    assert events_from_http_body(msgspec.json.encode({**payload("u"), "op_id": "tab7.3"}))[0].op_id == "tab7.3"
+    assert event_from_cloudevent(cloudevent({**payload("u"), "op_id": "in-data"})).op_id == "in-data"
+    # The extension attribute is the envelope's word, as the CloudEvent id is for the event id.
+    extended = {**cloudevent({**payload("u"), "op_id": "in-data"}), "opid": "in-envelope"}
+    assert event_from_cloudevent(extended).op_id == "in-envelope"
+
+
+@pytest.mark.parametrize("op_id", ["", "x" * 65, 7, ["a"], "tab\n1"])
+def test_an_operation_id_must_be_a_short_printable_string(op_id):
+    with pytest.raises(IngestError) as caught:
+        events_from_http_body(msgspec.json.encode({**payload("u"), "op_id": op_id}))
+    assert caught.value.reason == "invalid_op_id"
+    with pytest.raises(IngestError) as caught:
+        event_from_cloudevent({**cloudevent(payload("u")), "opid": op_id})
+    assert caught.value.reason == "invalid_op_id"
+    assert events_from_http_body(msgspec.json.encode({**payload("u"), "op_id": "x" * 64}))[0].op_id == "x" * 64
+
+
 def test_deep_nesting_is_an_ingest_error_not_a_crash():
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(IngestError, match="nested too deeply"):

@@ -52,6 +52,12 @@ def test_task_update_carries_the_notification_when_there_is_one():
     assert frame["notification"] == {"title": "Task created", "body": "New Task", "kind": "success"}
 
 
+def test_task_update_carries_the_operation_id_unchanged_when_the_publisher_gave_one():
+    frame = msgspec.json.decode(encode_task_update(event(op_id="tab7.3"), seq=1, epoch="m"))
+    assert frame["op_id"] == "tab7.3"
+    assert "op_id" not in msgspec.json.decode(encode_task_update(event(), seq=1, epoch="m"))
+
+
 @pytest.mark.parametrize(
     ("frame", "expected"),
     [

@@ -131,6 +131,7 @@ class _StoredEvent(msgspec.Struct, frozen=True):
     occurred_at: str
     source: str
     notification: Any = None
+    op_id: str | None = None
 
 
 class _StoredId(msgspec.Struct, frozen=True):
@@ -274,7 +275,14 @@ class RedisBroker(Broker):
     async def publish(self, event: TaskEvent) -> Delivery | None:
         stored = _stored_encoder.encode(
             _StoredEvent(
-                event.id, event.user_id, event.event, event.task, event.occurred_at, event.source, event.notification
+                event.id,
+                event.user_id,
+                event.event,
+                event.task,
+                event.occurred_at,
+                event.source,
+                event.notification,
+                event.op_id,
             )
         ).decode()
         keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}", f"{self.prefix}:writes"]
