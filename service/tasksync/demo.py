@@ -13,7 +13,9 @@ POST /v1/events take, so the demo shows exactly what any publisher's users would
 | `DELETE /demo/api/tasks/{id}?user_id=U` | 204 (`task.deleted`, carrying the task with its final version) |
 
 A task is `{"id", "title", "completed", "version", "updated_at"}`. `version` grows by one with
-every write, deletion included, which is what the web client's store orders events by.
+every write, deletion included, which is what the web client's store orders events by. A write's
+`X-Operation-Id` header is published as the event's `op_id`, so the tab that made the change can
+tell it is its own (docs/protocol.md, "Operation ids").
 """
 
 from __future__ import annotations
@@ -270,6 +272,9 @@ def _title(value: Any) -> str:
 
 # ---- routes ----------------------------------------------------------------------------------
 
+# The web client's id for the user action behind a write (its `createOperationId()`).
+OPERATION_ID_HEADER = "x-operation-id"
+
 
 async def _answer(status: int, work: Awaitable[Any]) -> Response:
     """Await the request's work and answer with its result, or with the error it was refused
@@ -292,7 +297,13 @@ def _api(tasks: TaskTable) -> Router:
     async def run(request: Request, user_id: str, change: Change) -> dict[str, Any]:
         async def publish(write: Write) -> None:
             task = write.task
-            payload = {"event": write.event, "user_id": user_id, "task": task, "occurred_at": task["updated_at"]}
+            payload = {
+                "event": write.event,
+                "user_id": user_id,
+                "task": task,
+                "occurred_at": task["updated_at"],
+                "op_id": request.headers.get(OPERATION_ID_HEADER),
+            }
             try:
                 event = event_from_payload(payload, event_id=tasks.event_id(task), source="demo")
                 await service_of(request).ingest(event)

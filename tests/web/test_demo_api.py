@@ -124,6 +124,18 @@ async def test_each_write_reaches_every_socket_of_the_user_and_no_other(demo):
         assert (first_for_bob.task["title"], first_for_bob.seq) == ("bob's marker", 1)
 
 
+async def test_a_writes_operation_id_header_is_published_as_its_events_op_id(demo):
+    async with SyncClient(demo.ws, user_id="alice") as tab, httpx.AsyncClient() as http:
+        acted = {"X-Operation-Id": "tab1.7"}
+        created = (await http.post(tasks_url(demo, "alice"), json={"title": "Mine"}, headers=acted)).json()
+        await http.patch(tasks_url(demo, "alice", created["id"]), json={"completed": True})
+        refused = await http.delete(tasks_url(demo, "alice", created["id"]), headers={"X-Operation-Id": "x" * 65})
+        assert (refused.status_code, refused.json()["error"]) == (422, "invalid_op_id")
+        assert [(await next_update(tab)).op_id for _ in range(2)] == ["tab1.7", None]
+        # The refused deletion saved nothing.
+        assert (await http.get(tasks_url(demo, "alice"))).json()[0]["id"] == created["id"]
+
+
 def test_bad_input_is_refused_with_a_reason(demo):
     task = httpx.post(tasks_url(demo, "alice"), json={"title": "target"}).json()
     one = tasks_url(demo, "alice", task["id"])
