@@ -2,8 +2,12 @@
 
 import type { ReactNode } from 'react';
 
+import type { ConnectionStatus } from './sync-client.js';
 import { useTaskSyncConnection } from './task-sync-provider.js';
 import { useWebSocket } from './use-websocket.js';
+
+/** What the indicator's text is made from; `retryCount` as in the client's snapshot. */
+export type ConnectionLabel = (state: { status: ConnectionStatus; retryCount: number }) => ReactNode;
 
 export interface ConnectionIndicatorProps {
   /**
@@ -13,13 +17,28 @@ export interface ConnectionIndicatorProps {
   userId?: string | null;
   url?: string;
   className?: string;
+  /** The text; default `Status: <status>`, plus ` (retry N)` while reconnecting. */
+  label?: ConnectionLabel;
 }
 
+/** The original client specification's wording. */
+const specificationLabel: ConnectionLabel = ({ status, retryCount }) => (
+  <>
+    Status: {status}
+    {status === 'connecting' && retryCount > 0 && <span data-testid="connection-retry"> (retry {retryCount})</span>}
+  </>
+);
+
 /**
- * Renders `Status: <status>`, plus ` (retry N)` while a reconnect is scheduled or running.
- * `data-status` and `data-retry-count` carry the same facts for stylesheets and tests.
+ * Renders the connection's state as text (`label`). `data-status` and `data-retry-count` carry
+ * the same facts for stylesheets and tests, whatever the wording.
  */
-export function ConnectionIndicator({ userId = null, url, className }: ConnectionIndicatorProps): ReactNode {
+export function ConnectionIndicator({
+  userId = null,
+  url,
+  className,
+  label = specificationLabel,
+}: ConnectionIndicatorProps): ReactNode {
   const provided = useTaskSyncConnection();
   const standalone = useWebSocket(provided ? null : userId, url !== undefined ? { url } : {});
   const { status, retryCount } = provided ?? standalone;
@@ -32,10 +51,7 @@ export function ConnectionIndicator({ userId = null, url, className }: Connectio
       role="status"
       aria-live="polite"
     >
-      Status: {status}
-      {status === 'connecting' && retryCount > 0 && (
-        <span data-testid="connection-retry"> (retry {retryCount})</span>
-      )}
+      {label({ status, retryCount })}
     </div>
   );
 }

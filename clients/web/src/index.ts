@@ -1,15 +1,10 @@
+/**
+ * `@tasksync/web`: the framework-agnostic client. Nothing reachable from here imports React,
+ * zustand or sonner; those live behind `@tasksync/web/react`, `/store` and `/toasts`.
+ */
+
 export { backoffDelay, nominalDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
 export { DEFAULT_WEBSOCKET_URL, resolveWebSocketUrl, toAbsoluteWebSocketUrl } from './config.js';
-export { ConnectionIndicator, type ConnectionIndicatorProps } from './connection-indicator.js';
-export {
-  DEFAULT_TASK_NOTIFICATIONS,
-  TASK_TOAST_TEST_ID,
-  describeTaskNotification,
-  showTaskNotification,
-  type TaskNotificationContent,
-  type ToastKind,
-} from './notifications.js';
-export { compareMarks, markOf, type OrderMark } from './ordering.js';
 export {
   TASK_EVENTS,
   parseServerFrame,
@@ -45,11 +40,4 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './sync-client.js';
-export {
-  TaskSyncProvider,
-  useTaskSyncConnection,
-  type TaskSyncProviderProps,
-} from './task-sync-provider.js';
-export { createTaskStore, useTaskStore, type TaskEventOutcome, type TaskStore, type TaskStoreState } from './task-store.js';
 export { type TokenProvider, type TokenRequestReason, type TokenValue } from './token.js';
-export { useWebSocket, type UseWebSocketOptions, type UseWebSocketResult } from './use-websocket.js';

@@ -1,15 +1,18 @@
 /** Toasts for real-time task events, shown with Sonner. */
 
+import type { ReactNode } from 'react';
 import { toast, type ExternalToast } from 'sonner';
 
 import type { TaskEventName, TaskUpdateMessage } from './protocol.js';
+import { TASK_EVENT_ICONS } from './toast-icons.js';
 
 export type ToastKind = 'success' | 'info' | 'warning' | 'error' | 'default';
 
 export interface TaskNotificationContent {
   title: string;
   description?: string;
-  icon: string;
+  /** An inline SVG of the event (toast-icons.tsx). */
+  icon: ReactNode;
   kind: ToastKind;
 }
 
@@ -18,10 +21,10 @@ export interface TaskNotificationContent {
  * text of its own.
  */
 export const DEFAULT_TASK_NOTIFICATIONS: Readonly<Record<TaskEventName, Omit<TaskNotificationContent, 'description'>>> = {
-  'task.created': { icon: '✅', title: 'Task created', kind: 'success' },
-  'task.updated': { icon: '🔄', title: 'Task updated', kind: 'info' },
-  'task.completed': { icon: '✔️', title: 'Task completed', kind: 'success' },
-  'task.deleted': { icon: '🗑️', title: 'Task deleted', kind: 'info' },
+  'task.created': { icon: TASK_EVENT_ICONS['task.created'], title: 'Task created', kind: 'success' },
+  'task.updated': { icon: TASK_EVENT_ICONS['task.updated'], title: 'Task updated', kind: 'info' },
+  'task.completed': { icon: TASK_EVENT_ICONS['task.completed'], title: 'Task completed', kind: 'success' },
+  'task.deleted': { icon: TASK_EVENT_ICONS['task.deleted'], title: 'Task deleted', kind: 'info' },
 };
 
 /** `data-testid` of every task toast, for browser tests. */
@@ -44,7 +47,7 @@ function toastKind(kind: string | undefined, fallback: ToastKind): ToastKind {
 /**
  * The toast for `message`: the server's `notification` text when it sent one (its hooks know the
  * product's wording), otherwise the default title with the task title as description.
- * The event's emoji is kept either way so the four kinds stay recognisable at a glance.
+ * The event's icon is kept either way so the four kinds stay recognisable at a glance.
  */
 export function describeTaskNotification(message: TaskUpdateMessage): TaskNotificationContent {
   const defaults = DEFAULT_TASK_NOTIFICATIONS[message.event];

@@ -1,13 +1,15 @@
 /**
- * TaskSyncProvider: the integration component. It owns the user's connection and feeds
- * every task event into the task store, raising a toast for each change the store applied.
+ * TaskSyncProvider: the integration component. It owns the user's connection and feeds every
+ * task event into a task store, raising a notification for each change the store applied.
+ *
+ * The store and the notification are passed in, not imported, so that `@tasksync/web/react`
+ * needs React alone: zustand (the store) and sonner (the toasts) stay behind their own entries.
  */
 
 import { createContext, useContext, useEffect, type ReactNode } from 'react';
 
-import { showTaskNotification } from './notifications.js';
+import type { TaskUpdateMessage, WebSocketMessage } from './protocol.js';
 import type { MessageListener, ResyncRequest, SyncClientOptions } from './sync-client.js';
-import { useTaskStore, type TaskStore } from './task-store.js';
 import type { TokenProvider } from './token.js';
 import { useWebSocket, type UseWebSocketResult } from './use-websocket.js';
 
@@ -16,6 +18,19 @@ const TaskSyncContext = createContext<UseWebSocketResult | null>(null);
 /** The provider's connection (status, retry, the client), or null outside a TaskSyncProvider. */
 export function useTaskSyncConnection(): UseWebSocketResult | null {
   return useContext(TaskSyncContext);
+}
+
+/**
+ * What the provider needs of a task store; `useTaskStore` (or any `createTaskStore()`) from
+ * `@tasksync/web/store` fits. Declared here by shape so that this entry's types need no zustand.
+ */
+export interface TaskEventStore {
+  getState(): {
+    /** Applies the message; `'applied'` means it changed the task list. */
+    handleWebSocketMessage(message: WebSocketMessage): string;
+    /** Whether changes raise notifications. */
+    wsEnabled: boolean;
+  };
 }
 
 export interface TaskSyncProviderProps {
@@ -29,8 +44,13 @@ export interface TaskSyncProviderProps {
    * could not replay what this tab missed.
    */
   onResyncRequired?: (request: ResyncRequest) => void;
-  /** Default: the app-wide `useTaskStore`. */
-  store?: TaskStore;
+  /** Fed with every task event; typically `useTaskStore` from `@tasksync/web/store`. */
+  store?: TaskEventStore;
+  /**
+   * Called for each event that changed the store, while its `wsEnabled` is true; typically
+   * `showTaskNotification` from `@tasksync/web/toasts`.
+   */
+  notify?: (message: TaskUpdateMessage) => void;
   /** Backoff, heartbeat and transport settings; read when the connection is first created. */
   clientOptions?: Omit<SyncClientOptions, 'getToken'>;
   children?: ReactNode;
@@ -41,7 +61,8 @@ export function TaskSyncProvider({
   url,
   getToken,
   onResyncRequired,
-  store = useTaskStore,
+  store,
+  notify,
   clientOptions,
   children,
 }: TaskSyncProviderProps): ReactNode {
@@ -54,17 +75,18 @@ export function TaskSyncProvider({
   const { addListener, removeListener } = connection;
 
   useEffect(() => {
+    if (!store) return undefined;
     const onMessage: MessageListener = (message) => {
       const outcome = store.getState().handleWebSocketMessage(message);
-      // Only changes toast: a replayed or duplicate event, or the echo of this tab's own write
+      // Only changes notify: a replayed or duplicate event, or the echo of this tab's own write
       // that the store already holds, would otherwise announce something the user already sees.
       if (message.type === 'task_update' && outcome === 'applied' && store.getState().wsEnabled) {
-        showTaskNotification(message);
+        notify?.(message);
       }
     };
     addListener(onMessage);
     return () => removeListener(onMessage);
-  }, [addListener, removeListener, store]);
+  }, [addListener, removeListener, store, notify]);
 
   return <TaskSyncContext.Provider value={connection}>{children}</TaskSyncContext.Provider>;
 }

@@ -8,9 +8,11 @@ const toast = vi.hoisted(() =>
 vi.mock('sonner', () => ({ toast }));
 
 import { ConnectionIndicator } from '../src/connection-indicator.js';
+import { showTaskNotification } from '../src/notifications.js';
 import type { SyncClientOptions } from '../src/sync-client.js';
 import { TaskSyncProvider } from '../src/task-sync-provider.js';
 import { createTaskStore, type TaskStore } from '../src/task-store.js';
+import { TASK_EVENT_ICONS } from '../src/toast-icons.js';
 import { fakeWebSocketClass, lastSocket, type FakeWebSocket } from './fake-websocket.js';
 
 const URL_ = 'ws://provider.test/ws';
@@ -47,6 +49,7 @@ function renderProvider(props: { onResyncRequired?: () => void; strict?: boolean
       userId={freshUser()}
       url={URL_}
       store={store}
+      notify={showTaskNotification}
       clientOptions={clientOptions}
       {...(props.onResyncRequired && { onResyncRequired: props.onResyncRequired })}
     >
@@ -72,7 +75,7 @@ describe('TaskSyncProvider', () => {
 
     act(() => lastSocket(sockets).receive(update(2, 'task.deleted', { id: 1, version: 2 })));
     expect(store.getState().tasks).toEqual([]);
-    expect(toast.info).toHaveBeenCalledExactlyOnceWith('Task deleted', expect.objectContaining({ icon: '🗑️' }));
+    expect(toast.info).toHaveBeenCalledExactlyOnceWith('Task deleted', expect.objectContaining({ icon: TASK_EVENT_ICONS['task.deleted'] }));
   });
 
   it('updates the store but raises no toast while wsEnabled is false', () => {

@@ -1,102 +1,220 @@
-import { useCallback, useEffect, useRef, useState, type ReactNode, type SubmitEvent } from 'react';
+import { Bell, BellOff, CircleAlert, X } from 'lucide-react';
+import { useCallback, useEffect, useRef, useState, type ReactNode } from 'react';
 import { Toaster } from 'sonner';
 
-import { ConnectionIndicator, TaskSyncProvider, useTaskStore, useTaskSyncConnection } from '../../src/index.js';
-import { listTasks } from './api.js';
-import { TaskList } from './TaskList.js';
+import { TaskSyncProvider } from '../../src/react.js';
+import { useTaskStore } from '../../src/store.js';
+import { showTaskNotification } from '../../src/toasts.js';
+import { describeFailure, listTasks } from './api.js';
+import { ConnectionPill, OfflineBanner, useConnectionState } from './connection.js';
+import { Logo } from './Logo.js';
+import { TaskList, type RunWrite } from './TaskList.js';
+import { SAMPLE_USERS, UserSwitcher } from './UserSwitcher.js';
 
 function userFromQuery(): string {
   return new URLSearchParams(window.location.search).get('user_id')?.trim() ?? '';
 }
+
+type Load = { state: 'loading' } | { state: 'loaded' } | { state: 'failed'; message: string };
 
 /**
  * Loads the user's tasks into the store: at once when the user changes (starting from an empty
  * list, so one user's tasks never show under another's name) and again on `reload()`, which the
  * provider calls when the server asks for a resync.
  */
-function useTaskLoader(userId: string): { reload: () => void; error: string | null; setError: (error: string | null) => void } {
-  const [error, setError] = useState<string | null>(null);
-  // A new user starts without the previous one's error. Reset while rendering rather than in the
-  // effect, as React advises for state tied to a prop, so no render shows the stale error.
-  const [errorUser, setErrorUser] = useState(userId);
-  if (errorUser !== userId) {
-    setErrorUser(userId);
-    setError(null);
+function useTaskLoader(userId: string): { load: Load; reload: () => void; retry: () => void } {
+  const [load, setLoad] = useState<Load>({ state: 'loading' });
+  // A new user starts from "loading", not from the previous user's outcome. Reset while
+  // rendering rather than in the effect, as React advises for state tied to a prop.
+  const [loadUser, setLoadUser] = useState(userId);
+  if (loadUser !== userId) {
+    setLoadUser(userId);
+    setLoad({ state: 'loading' });
   }
   const currentUser = useRef(userId);
 
-  const load = useCallback(async (user: string) => {
-    try {
-      const tasks = await listTasks(user);
-      // A slow response for a user the page has since left must not overwrite the new list.
-      if (currentUser.current === user) useTaskStore.getState().setTasks(tasks);
-    } catch (failure) {
-      if (currentUser.current === user) setError(String(failure));
-    }
+  const fetchTasks = useCallback((user: string) => {
+    listTasks(user).then(
+      (tasks) => {
+        // A slow response for a user the page has since left must not overwrite the new list.
+        if (currentUser.current !== user) return;
+        useTaskStore.getState().setTasks(tasks);
+        setLoad({ state: 'loaded' });
+      },
+      (failure: unknown) => {
+        if (currentUser.current !== user) return;
+        console.warn('TaskSync demo: loading tasks failed', failure);
+        setLoad({ state: 'failed', message: describeFailure(failure, 'load your tasks', { write: false }) });
+      },
+    );
   }, []);
 
   useEffect(() => {
     currentUser.current = userId;
     useTaskStore.getState().setTasks([]);
-    if (userId) void load(userId);
-  }, [userId, load]);
+    if (userId) fetchTasks(userId);
+  }, [userId, fetchTasks]);
 
-  const reload = useCallback(() => void load(currentUser.current), [load]);
-  return { reload, error, setError };
+  const reload = useCallback(() => fetchTasks(currentUser.current), [fetchTasks]);
+  /** After a failed load: shows "loading" again while it tries. */
+  const retry = useCallback(() => {
+    setLoad({ state: 'loading' });
+    fetchTasks(currentUser.current);
+  }, [fetchTasks]);
+  return { load, reload, retry };
 }
 
-function UserPicker({ userId, onPick }: { userId: string; onPick: (user: string) => void }): ReactNode {
-  const [draft, setDraft] = useState(userId);
-  const submit = (event: SubmitEvent<HTMLFormElement>) => {
-    event.preventDefault();
-    onPick(draft.trim());
-  };
-  return (
-    <form className="user-picker" data-testid="user-form" onSubmit={submit}>
-      <label>
-        User{' '}
-        <input
-          data-testid="user-input"
-          value={draft}
-          placeholder="alice"
-          onChange={(event) => setDraft(event.target.value)}
-        />
-      </label>
-      <button type="submit" data-testid="user-submit">
-        Open
-      </button>
-    </form>
-  );
-}
-
-function ConnectionBar(): ReactNode {
-  const connection = useTaskSyncConnection();
+function NotificationsToggle(): ReactNode {
   const wsEnabled = useTaskStore((state) => state.wsEnabled);
   const setWebSocketEnabled = useTaskStore((state) => state.setWebSocketEnabled);
   return (
-    <div className="connection-bar">
-      <ConnectionIndicator className="connection-indicator" />
-      {connection?.status === 'error' && (
-        <button type="button" data-testid="retry-connection" onClick={connection.retry}>
-          Retry
+    <label className="switch" title="Show a notification for changes made elsewhere">
+      <input
+        type="checkbox"
+        role="switch"
+        data-testid="toasts-enabled"
+        checked={wsEnabled}
+        onChange={(event) => setWebSocketEnabled(event.target.checked)}
+      />
+      {wsEnabled ? <Bell aria-hidden /> : <BellOff aria-hidden />}
+      <span>Notifications</span>
+    </label>
+  );
+}
+
+/** A failed write or load, in words, until the user dismisses it or the next write starts. */
+function FailureNotice({ message, onDismiss }: { message: string; onDismiss?: () => void }): ReactNode {
+  return (
+    <div className="notice" role="alert" data-testid="api-error">
+      <CircleAlert aria-hidden className="notice-icon" />
+      <p>{message}</p>
+      {onDismiss && (
+        <button type="button" className="icon-button" aria-label="Dismiss" onClick={onDismiss}>
+          <X aria-hidden />
         </button>
       )}
-      <label>
-        <input
-          type="checkbox"
-          data-testid="toasts-enabled"
-          checked={wsEnabled}
-          onChange={(event) => setWebSocketEnabled(event.target.checked)}
-        />{' '}
-        Notifications
-      </label>
     </div>
+  );
+}
+
+interface WorkspaceProps {
+  userId: string;
+  load: Load;
+  retryLoad: () => void;
+  onPick: (user: string) => void;
+}
+
+/** A signed-in user's page: inside the provider, so everything here sees the connection. */
+function Workspace({ userId, load, retryLoad, onPick }: WorkspaceProps): ReactNode {
+  const connection = useConnectionState();
+  // A list that could not be loaded while the service was away is loaded once it is back.
+  const reachable = connection.live;
+  const loadFailed = load.state === 'failed';
+  useEffect(() => {
+    if (reachable && loadFailed) retryLoad();
+  }, [reachable, loadFailed, retryLoad]);
+  const tasks = useTaskStore((state) => state.tasks);
+  const [failure, setFailure] = useState<string | null>(null);
+  const done = tasks.filter((task) => task.completed === true).length;
+
+  const run = useCallback<RunWrite>(async (action, write) => {
+    setFailure(null);
+    try {
+      await write();
+      return true;
+    } catch (error) {
+      console.warn(`TaskSync demo: could not ${action}`, error);
+      setFailure(describeFailure(error, action, { write: true }));
+      return false;
+    }
+  }, []);
+
+  return (
+    <>
+      <Header userId={userId} onPick={onPick}>
+        <ConnectionPill />
+      </Header>
+      <OfflineBanner connection={connection} />
+      <main className="content">
+        <section className="card" aria-labelledby="tasks-heading">
+          <div className="card-header">
+            <div>
+              <h1 id="tasks-heading">Tasks</h1>
+              <p className="muted">
+                <span data-testid="current-user">{userId}</span>
+                {load.state === 'loaded' && ` · ${tasks.length - done} open, ${done} done`}
+              </p>
+            </div>
+            <NotificationsToggle />
+          </div>
+          {failure && <FailureNotice message={failure} onDismiss={() => setFailure(null)} />}
+          {load.state === 'failed' ? (
+            <div className="empty">
+              <FailureNotice message={load.message} />
+              <button type="button" className="button button-secondary" data-testid="reload-tasks" onClick={retryLoad}>
+                Try again
+              </button>
+            </div>
+          ) : load.state === 'loading' ? (
+            <p className="loading" data-testid="loading-tasks" aria-busy>
+              Loading tasks…
+            </p>
+          ) : (
+            <TaskList userId={userId} live={connection.live} run={run} />
+          )}
+        </section>
+        <p className="footnote">
+          Open this page as {userId} in another tab or device: every change shows there within a second.
+        </p>
+      </main>
+    </>
+  );
+}
+
+function Header({ userId, onPick, children }: { userId: string; onPick: (user: string) => void; children?: ReactNode }): ReactNode {
+  return (
+    <header className="topbar">
+      <div className="brand">
+        <Logo />
+        <span className="brand-name">TaskSync</span>
+        <span className="brand-tag">demo</span>
+      </div>
+      <div className="topbar-end">
+        {children}
+        <UserSwitcher userId={userId} onPick={onPick} />
+      </div>
+    </header>
+  );
+}
+
+function Welcome({ onPick }: { onPick: (user: string) => void }): ReactNode {
+  return (
+    <>
+      <Header userId="" onPick={onPick} />
+      <main className="content">
+        <section className="card empty" data-testid="no-user">
+          <h1>Real-time tasks, in every tab</h1>
+          <p>Pick a user to see their tasks. Open the same user in two tabs and watch changes sync live.</p>
+          <div className="user-choices">
+            {SAMPLE_USERS.map((user) => (
+              <button key={user} type="button" className="button button-secondary" onClick={() => onPick(user)}>
+                Open as {user}
+              </button>
+            ))}
+          </div>
+        </section>
+      </main>
+    </>
   );
 }
 
 export function App(): ReactNode {
   const [userId, setUserId] = useState(userFromQuery);
-  const { reload, error, setError } = useTaskLoader(userId);
+  const { load, reload, retry } = useTaskLoader(userId);
+
+  useEffect(() => {
+    document.title = userId ? `${userId} · TaskSync demo` : 'TaskSync demo';
+  }, [userId]);
 
   const pick = (user: string) => {
     const url = new URL(window.location.href);
@@ -107,30 +225,24 @@ export function App(): ReactNode {
   };
 
   return (
-    <main>
-      <header>
-        <h1>TaskSync demo</h1>
-        <UserPicker userId={userId} onPick={pick} />
-      </header>
+    <div className="app">
       {userId ? (
-        <TaskSyncProvider userId={userId} url="/ws" onResyncRequired={reload}>
-          <p>
-            Signed in as <strong data-testid="current-user">{userId}</strong>
-          </p>
-          <ConnectionBar />
-          {error && (
-            <p role="alert" className="error" data-testid="api-error">
-              {error}
-            </p>
-          )}
-          <TaskList userId={userId} onError={setError} />
+        <TaskSyncProvider
+          userId={userId}
+          url="/ws"
+          store={useTaskStore}
+          notify={showTaskNotification}
+          onResyncRequired={reload}
+        >
+          {/* Keyed by user: whether "the connection was lost" starts afresh for each user. */}
+          <Workspace key={userId} userId={userId} load={load} retryLoad={retry} onPick={pick} />
         </TaskSyncProvider>
       ) : (
-        <p data-testid="no-user">Pick a user to see their tasks.</p>
+        <Welcome onPick={pick} />
       )}
       <div data-testid="toasts">
-        <Toaster position="bottom-right" closeButton />
+        <Toaster position="bottom-right" theme="system" richColors closeButton />
       </div>
-    </main>
+    </div>
   );
 }

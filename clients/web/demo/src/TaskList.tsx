@@ -1,111 +1,152 @@
-import { useState, type ReactNode, type SubmitEvent } from 'react';
+import { ClipboardList, Pencil, Plus, Trash2 } from 'lucide-react';
+import { useRef, useState, type ReactNode, type RefObject, type SubmitEvent } from 'react';
 
-import { useTaskStore, type Task } from '../../src/index.js';
+import type { Task } from '../../src/index.js';
+import { useTaskStore } from '../../src/store.js';
 import { createTask, deleteTask, updateTask } from './api.js';
+
+/**
+ * Runs one API write. Resolves true when it succeeded; on failure the page shows why and the
+ * caller keeps what the user typed, so a failed write is never a silent loss.
+ */
+export type RunWrite = (action: string, write: () => Promise<void>) => Promise<boolean>;
 
 interface Props {
   userId: string;
-  onError: (error: string | null) => void;
+  /** Writes are refused while the connection is down: the banner says why. */
+  live: boolean;
+  run: RunWrite;
 }
 
 /**
  * The user's tasks as the store holds them. Writes go to the API and only the API's answer is
  * applied here; every other tab learns about them over the WebSocket.
  */
-export function TaskList({ userId, onError }: Props): ReactNode {
+export function TaskList({ userId, live, run }: Props): ReactNode {
   const tasks = useTaskStore((state) => state.tasks);
-  const [title, setTitle] = useState('');
-
-  /** Runs an API call, reporting its failure on the page instead of as an unhandled rejection. */
-  const run = (action: () => Promise<void>) => {
-    onError(null);
-    action().catch((failure: unknown) => onError(String(failure)));
-  };
-
-  const add = (event: SubmitEvent<HTMLFormElement>) => {
-    event.preventDefault();
-    const text = title.trim();
-    if (!text) return;
-    run(async () => {
-      useTaskStore.getState().upsertTask(await createTask(userId, text));
-      setTitle('');
-    });
-  };
-
+  const newTaskInput = useRef<HTMLInputElement>(null);
   return (
-    <section>
-      <form className="new-task" data-testid="new-task-form" onSubmit={add}>
-        <input
-          data-testid="new-task-input"
-          value={title}
-          placeholder="What needs doing?"
-          aria-label="New task title"
-          onChange={(event) => setTitle(event.target.value)}
-        />
-        <button type="submit" data-testid="add-task">
-          Add
-        </button>
-      </form>
+    <>
+      <NewTaskForm userId={userId} live={live} run={run} input={newTaskInput} />
       {tasks.length === 0 ? (
-        <p data-testid="empty-list">No tasks yet.</p>
+        <div className="empty" data-testid="empty-list">
+          <ClipboardList aria-hidden className="empty-icon" />
+          <p className="empty-title">No tasks yet</p>
+          <p>Add one above: it shows up at once in every tab where {userId} is signed in.</p>
+        </div>
       ) : (
-        <ul className="tasks" data-testid="task-list">
+        <ul className="tasks" data-testid="task-list" aria-label={`${userId}'s tasks`}>
           {tasks.map((task) => (
-            <TaskRow key={String(task.id)} task={task} userId={userId} run={run} />
+            <TaskRow
+              key={String(task.id)}
+              task={task}
+              userId={userId}
+              live={live}
+              run={run}
+              onDeleted={() => newTaskInput.current?.focus()}
+            />
           ))}
         </ul>
       )}
-    </section>
+    </>
+  );
+}
+
+function NewTaskForm({ userId, live, run, input }: Props & { input: RefObject<HTMLInputElement | null> }): ReactNode {
+  const [title, setTitle] = useState('');
+  const [saving, setSaving] = useState(false);
+  const add = (event: SubmitEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const text = title.trim();
+    if (!text || !live || saving) return;
+    setSaving(true);
+    void run('add the task', async () => {
+      useTaskStore.getState().upsertTask(await createTask(userId, text));
+      setTitle('');
+    }).finally(() => setSaving(false));
+  };
+  return (
+    <form className="new-task" data-testid="new-task-form" onSubmit={add}>
+      <input
+        ref={input}
+        data-testid="new-task-input"
+        value={title}
+        placeholder="What needs doing?"
+        aria-label="New task title"
+        maxLength={500}
+        onChange={(event) => setTitle(event.target.value)}
+      />
+      <button type="submit" className="button button-primary" data-testid="add-task" disabled={!live || saving}>
+        <Plus aria-hidden />
+        Add
+      </button>
+    </form>
   );
 }
 
 interface RowProps {
   task: Task;
   userId: string;
-  run: (action: () => Promise<void>) => void;
+  live: boolean;
+  run: RunWrite;
+  onDeleted: () => void;
 }
 
-function TaskRow({ task, userId, run }: RowProps): ReactNode {
+function TaskRow({ task, userId, live, run, onDeleted }: RowProps): ReactNode {
   const [draft, setDraft] = useState<string | null>(null);
+  const editButton = useRef<HTMLButtonElement>(null);
   const title = typeof task.title === 'string' ? task.title : '';
   const completed = task.completed === true;
   // Tasks of the demo API have numeric ids; anything else came from another publisher and is
   // shown read-only.
   const id = typeof task.id === 'number' ? task.id : null;
+  const writable = id !== null && live;
+
+  const stopEditing = () => {
+    setDraft(null);
+    // Back to where the keyboard was before editing, once the button is rendered again.
+    queueMicrotask(() => editButton.current?.focus());
+  };
 
   const save = (event: SubmitEvent<HTMLFormElement>) => {
     event.preventDefault();
     const text = draft?.trim();
-    if (id === null || !text) return;
-    run(async () => {
+    if (id === null || !text || !live) return;
+    void run('rename the task', async () => {
       useTaskStore.getState().upsertTask(await updateTask(userId, id, { title: text }));
-      setDraft(null);
-    });
+    }).then((saved) => saved && stopEditing());
   };
 
   const toggle = () => {
     if (id === null) return;
-    run(async () => {
+    void run(completed ? 'reopen the task' : 'complete the task', async () => {
       useTaskStore.getState().upsertTask(await updateTask(userId, id, { completed: !completed }));
     });
   };
 
   const remove = () => {
     if (id === null) return;
-    run(async () => {
+    void run('delete the task', async () => {
       await deleteTask(userId, id);
       useTaskStore.getState().removeTask(id);
+      onDeleted();
     });
   };
 
   return (
-    <li className={completed ? 'task completed' : 'task'} data-testid="task-row" data-task-id={String(task.id)} data-completed={completed}>
+    <li
+      className={completed ? 'task completed' : 'task'}
+      data-testid="task-row"
+      data-task-id={String(task.id)}
+      data-completed={completed}
+    >
       <input
         type="checkbox"
+        className="check"
         data-testid="task-complete"
-        aria-label={`Complete ${title}`}
+        aria-label={completed ? `Reopen "${title}"` : `Complete "${title}"`}
         checked={completed}
-        disabled={id === null}
+        disabled={!writable}
         onChange={toggle}
       />
       {draft === null ? (
@@ -113,8 +154,17 @@ function TaskRow({ task, userId, run }: RowProps): ReactNode {
           <span className="title" data-testid="task-title">
             {title}
           </span>
-          <button type="button" data-testid="task-edit" disabled={id === null} onClick={() => setDraft(title)}>
-            Edit
+          <button
+            ref={editButton}
+            type="button"
+            className="icon-button"
+            data-testid="task-edit"
+            aria-label={`Rename "${title}"`}
+            title="Rename"
+            disabled={!writable}
+            onClick={() => setDraft(title)}
+          >
+            <Pencil aria-hidden />
           </button>
         </>
       ) : (
@@ -123,19 +173,31 @@ function TaskRow({ task, userId, run }: RowProps): ReactNode {
             data-testid="task-edit-input"
             aria-label="Task title"
             value={draft}
+            maxLength={500}
             autoFocus
             onChange={(event) => setDraft(event.target.value)}
+            onKeyDown={(event) => {
+              if (event.key === 'Escape') stopEditing();
+            }}
           />
-          <button type="submit" data-testid="task-save">
+          <button type="submit" className="button button-primary" data-testid="task-save" disabled={!live}>
             Save
           </button>
-          <button type="button" data-testid="task-cancel" onClick={() => setDraft(null)}>
+          <button type="button" className="button button-ghost" data-testid="task-cancel" onClick={stopEditing}>
             Cancel
           </button>
         </form>
       )}
-      <button type="button" data-testid="task-delete" disabled={id === null} onClick={remove}>
-        Delete
+      <button
+        type="button"
+        className="icon-button icon-button-danger"
+        data-testid="task-delete"
+        aria-label={`Delete "${title}"`}
+        title="Delete"
+        disabled={!writable}
+        onClick={remove}
+      >
+        <Trash2 aria-hidden />
       </button>
     </li>
   );
