@@ -5,7 +5,8 @@ import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  globalIgnores(['dist/', 'demo/dist/', 'test-artifacts/']),
+  // test-e2e/consumer/ is the packed-tarball test's scratch project, checked by that test itself.
+  globalIgnores(['dist/', 'demo/dist/', 'test-artifacts/', 'test-e2e/consumer/']),
   {
     linterOptions: { reportUnusedDisableDirectives: 'error' },
   },
