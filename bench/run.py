@@ -1,9 +1,10 @@
 """`python -m bench.run`: run the benchmarks and write their results.
 
-A full run (`make bench`) writes bench/results/results.{json,md,png} and rewrites the generated
-block of docs/performance.md. `--quick` (small sizes, about two minutes) and `--only` write under
-bench/results/raw/, which git ignores, and leave the docs alone: only a full run of everything
-may stand as the published result.
+Every run writes its results, logs and profiles under bench/results/raw/, which git ignores. A
+full run of everything (`make bench`) in which every workload succeeded is then published: its
+results are copied to bench/results/results.{json,md,png} and its tables rewrite the generated
+block of docs/performance.md. A run in which any workload failed exits 1 and publishes nothing:
+a partial result never stands as the published one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -74,9 +76,10 @@ def machine() -> dict[str, Any]:
 
 def benchmark(plan: Plan, names: list[str], out: Path, *, profile: bool = False) -> dict[str, Any]:
     """Run the named workloads under `plan`; write results.json, results.md and results.png in
-    `out` (logs and profiles in `out`/raw or, for the default output, bench/results/raw)."""
+    `out`, and the logs and profiles in `out`/raw. A workload that fails is recorded under
+    `failures` and the next one runs."""
     raise_file_limit()
-    raw = (RESULTS / "raw" / "logs") if out == RESULTS else out / "raw"
+    raw = out / "raw"
     started = datetime.now(UTC)
     results: dict[str, Any] = {
         "schema": 1,
@@ -134,13 +137,27 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {list(WORKLOADS)}")
     official = plan.name == "full" and not args.only and args.out is None and not args.profile
-    out = args.out or (RESULTS if official else RESULTS / "raw" / f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = args.out or RESULTS / "raw" / f"{plan.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = benchmark(plan, names, out, profile=args.profile)
-    if official:
-        report.update_doc(DOC, (out / "results.md").read_text(), "../bench/results/results.png")
     print((out / "results.md").read_text())
+    if results["failures"]:
+        unpublished = "; nothing published" if official else ""
+        print(f"bench: failed: {', '.join(results['failures'])}; results in {out}{unpublished}", file=sys.stderr)
+        return 1
+    if official:
+        publish(out)
+        print(f"bench: published to {RESULTS} and {DOC}", file=sys.stderr)
     print(f"bench: results in {out}", file=sys.stderr)
-    return 1 if results["failures"] else 0
+    return 0
+
+
+def publish(out: Path) -> None:
+    """Make a complete full run the published one: its tables in docs/performance.md (checked
+    first, so a document without its generated block changes nothing) and its files in
+    bench/results."""
+    report.update_doc(DOC, (out / "results.md").read_text(), "../bench/results/results.png")
+    for name in ("results.json", "results.md", "results.png"):
+        shutil.copyfile(out / name, RESULTS / name)
 
 
 if __name__ == "__main__":
