@@ -232,8 +232,6 @@ def markdown(results: dict[str, Any]) -> str:
             "deliveries/s (half the slowest saturation). " + _load(e),
             "",
         ]
-        if e.get("centrifugo_skipped"):
-            out += [f"Centrifugo skipped: {e['centrifugo_skipped']}", ""]
         out += _table(
             ["route", "deliveries/s", "delivered", "p50 ms", "p99 ms", "server CPU (cores)", "loadgen CPU share"],
             [

@@ -12,6 +12,9 @@ if ! command -v redis-server >/dev/null; then
 fi
 
 make -s venv
+# Centrifugo, the Go peer the benchmark smoke starts (tests/bench), from the Go module proxy:
+# minutes once, cached.
+.venv/bin/python -m bench.centrifugo >/dev/null
 # The web client's packages, the demo build and Debian's chromium for the browser test.
 bash scripts/ensure-web-deps.sh --browser
 # etcd and a kube-apiserver built from source (cached) for the operator tests.
