@@ -3,6 +3,7 @@ the few measurements every workload takes the same way."""
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -97,6 +98,13 @@ def with_load(body) -> dict[str, Any]:
     started = time.monotonic()
     result = body()
     return {"load_start": start, "load_end": loadavg(), "seconds": round(time.monotonic() - started, 1), **result}
+
+
+def median(measurements: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The measurement with the median `key`, of a few repeated on a shared machine: a burst of
+    other work during one of them does not decide the result. One without a value ranks last."""
+    ranked = sorted(measurements, key=lambda measured: math.inf if measured[key] is None else measured[key])
+    return ranked[len(ranked) // 2]
 
 
 def cpu_share(loadgen_cpu: float, server_cpu: float) -> float | None:

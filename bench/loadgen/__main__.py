@@ -38,14 +38,21 @@ async def main() -> None:
     limit = raise_file_limit()
     fanout = Fanout()
     storm = Storm()
+
+    async def storm_start(command: dict[str, Any]) -> dict[str, Any]:
+        # Every storm starts from nothing: clients, what they received, what was acknowledged.
+        nonlocal storm
+        storm = Storm()
+        return await storm.start(command)
+
     handlers: dict[str, Any] = {
         "connect": fanout.connect,
         "wait": fanout.wait,
         "close": lambda _: fanout.close(),
         "publish": publish,
         "handshakes": handshakes,
-        "storm_start": storm.start,
-        "storm_finish": storm.finish,
+        "storm_start": storm_start,
+        "storm_finish": lambda command: storm.finish(command),
     }
     instant: dict[str, Any] = {
         "reset": lambda _: fanout.reset(),

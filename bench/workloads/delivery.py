@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from ..harness import Profiler, Run, delivery_rate
+from ..harness import Profiler, Run, delivery_rate, median
 from ..procs import Child, free_port, python_module
 from ..shape import Mode
 
@@ -79,8 +79,7 @@ def push_and_count(
 
 def median_push(pushes: list[dict[str, Any]]) -> dict[str, Any]:
     """The push with the median deliveries per second, with every push's rate beside it."""
-    ranked = sorted(pushes, key=lambda push: push["deliveries_per_s"])
-    return {**ranked[len(ranked) // 2], "pushes_per_s": [push["deliveries_per_s"] for push in pushes]}
+    return {**median(pushes, "deliveries_per_s"), "pushes_per_s": [push["deliveries_per_s"] for push in pushes]}
 
 
 def fanout_of(mode: Mode, sockets: int) -> int:

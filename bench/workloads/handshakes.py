@@ -3,51 +3,68 @@
 
 A handshake counts once TaskSync's `connected` frame arrives: the upgrade, authentication,
 registration and the opening of the stream are all done by then. The client then closes.
+
+Both servers run side by side and are measured in turns, `plan.runs` times each, and each one's
+median counts: measured one after the other, once each, the two were seconds apart, and a
+change in the shared machine's load between them decided which was faster.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..harness import Profiler, Run, cpu_share
+from ..harness import Profiler, Run, cpu_share, median
+from ..procs import Child
 
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256!"
 CONCURRENCY = 64
+# The first handshakes of a process warm it up (imports, caches) and are not counted.
+WARM_UP = 200
 
 
-def rate(run: Run, auth: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    child, port = run.tasksync(f"tasksync-{auth}", *args, env=env)
-    try:
-        command = {
-            "cmd": "handshakes",
-            "url": f"ws://127.0.0.1:{port}/ws",
-            "concurrency": CONCURRENCY,
-            "jwt_secret": JWT_SECRET if auth == "jwt" else None,
-        }
-        # The first few hundred warm the process up (imports, caches) and are not counted.
-        run.ask({**command, "count": min(200, run.plan.handshakes)})
-        cpu_before = child.cpu_seconds()
-        with Profiler(run, child, f"handshakes-{auth}"):
-            measured = run.ask({**command, "count": run.plan.handshakes}, timeout=600)
-        server_cpu = child.cpu_seconds() - cpu_before
-    finally:
-        run.stop(child)
+def command(port: int, auth: str, count: int) -> dict[str, Any]:
     return {
-        "auth": auth,
+        "cmd": "handshakes",
+        "url": f"ws://127.0.0.1:{port}/ws",
+        "concurrency": CONCURRENCY,
+        "jwt_secret": JWT_SECRET if auth == "jwt" else None,
+        "count": count,
+    }
+
+
+def measure(run: Run, auth: str, child: Child, port: int, label: str) -> dict[str, Any]:
+    cpu_before = child.cpu_seconds()
+    with Profiler(run, child, label):
+        measured = run.ask(command(port, auth, run.plan.handshakes), timeout=600)
+    server_cpu = child.cpu_seconds() - cpu_before
+    return {
         "completed": measured["completed"],
         "failed": measured["failed"],
         "first_failure": measured["first_failure"],
         "per_s": round(measured["completed"] / measured["seconds"]),
         "server_cpu_cores": round(server_cpu / measured["seconds"], 2),
+        # What a handshake costs the server, whatever else the machine was doing meanwhile.
+        "server_cpu_ms_each": round(1000 * server_cpu / max(1, measured["completed"]), 3),
         "loadgen_cpu_share": cpu_share(measured["cpu_s"], server_cpu),
     }
 
 
 def run_handshakes(run: Run) -> dict[str, Any]:
+    servers = {
+        "dev": run.tasksync("tasksync-dev", "--dev"),
+        "jwt": run.tasksync("tasksync-jwt", "--auth", "jwt", env={"TASKSYNC_JWT_SECRET": JWT_SECRET}),
+    }
+    measured: dict[str, list[dict[str, Any]]] = {auth: [] for auth in servers}
+    try:
+        for auth, (_, port) in servers.items():
+            run.ask(command(port, auth, min(WARM_UP, run.plan.handshakes)))
+        for turn in range(run.plan.runs):
+            for auth, (child, port) in servers.items():
+                measured[auth].append(measure(run, auth, child, port, f"handshakes-{auth}-{turn + 1}"))
+    finally:
+        for child, _ in servers.values():
+            run.stop(child)
     return {
         "concurrency": CONCURRENCY,
-        "rows": [
-            rate(run, "dev", "--dev"),
-            rate(run, "jwt", "--auth", "jwt", env={"TASKSYNC_JWT_SECRET": JWT_SECRET}),
-        ],
+        "rows": [{"auth": auth, **median(runs, "per_s"), "runs": runs} for auth, runs in measured.items()],
     }
