@@ -12,53 +12,29 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, assert, beforeAll, expect, it, onTestFailed } from 'vitest';
+import type { Page } from 'playwright-core';
+import { assert, beforeAll, expect, it, onTestFailed } from 'vitest';
 
-import { TaskSyncService } from './service.js';
+import { browserSession } from './chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-// No GPU, sandbox or background traffic here, and nothing of the machine's own profile: each
-// launch gets a fresh temporary user-data-dir from playwright-core.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 const WITHIN_MS = 1_000;
 /** How long a watcher in the page waits before reporting what it did (not) see. */
 const WATCH_DEADLINE_MS = 5_000;
 
-let service: TaskSyncService;
-let browser: Browser;
+const session = browserSession();
 const pageErrors: string[] = [];
-/** What beforeAll got running, to stop in reverse order even when it failed half-way. */
-const teardowns: (() => Promise<void>)[] = [];
 
-beforeAll(async () => {
+beforeAll(() => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  service = await TaskSyncService.start();
-  teardowns.push(() => service.dispose());
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
-  teardowns.push(() => browser.close());
-});
-
-afterAll(async () => {
-  for (const teardown of teardowns.splice(0).reverse()) await teardown();
 });
 
 /** A tab in its own browser context: background tabs of one context would get throttled timers. */
 async function openTab(user: string, name: string): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 820, height: 640 } });
+  const context = await session.browser.newContext({ viewport: { width: 820, height: 640 } });
   const page = await context.newPage();
   page.on('pageerror', (error) => pageErrors.push(`${name}: ${error.message}`));
-  await page.goto(`${service.http}/?user_id=${encodeURIComponent(user)}`);
+  await page.goto(`${session.service.http}/?user_id=${encodeURIComponent(user)}`);
   await page.waitForSelector('[data-testid="connection-status"][data-status="connected"]');
   return page;
 }
@@ -146,7 +122,7 @@ async function clickAt(page: Page, selector: string): Promise<number> {
 const row = (id: string) => `[data-testid="task-row"][data-task-id="${id}"]`;
 
 it('syncs two tabs of a user within a second, shows nothing to another user, and recovers from a restart', async () => {
-  onTestFailed(() => console.log(service.output));
+  onTestFailed(() => console.log(session.service.output));
   const author = await openTab('alice', 'alice tab 1');
   const watcher = await openTab('alice', 'alice tab 2');
   const other = await openTab('bob', 'bob');
@@ -206,7 +182,7 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
 
   // Bob saw none of it. Checked after alice's second tab received everything, and made
   // meaningful by a marker of bob's own that his tab does receive.
-  await service.demoApi('POST', '', 'bob', { title: "Bob's marker" });
+  await session.service.demoApi('POST', '', 'bob', { title: "Bob's marker" });
   await other.waitForSelector('[data-testid="task-title"]:text-is("Bob\'s marker")');
   const appearedForBob = await other.evaluate(() => (window as unknown as { appeared: string[] }).appeared);
   expect(appearedForBob.every((text) => text.includes("Bob's marker")), appearedForBob.join(' | ')).toBe(true);
@@ -226,7 +202,7 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
       if (states.at(-1) !== state) states.push(state);
     }).observe(indicator, { attributes: true });
   });
-  await service.kill();
+  await session.service.kill();
 
   const retryShown = watcher.locator('[data-testid="connection-retry"]');
   await watcher.waitForSelector('[data-testid="connection-status"][data-status="connecting"][data-retry-count="1"]');
@@ -238,9 +214,9 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
   await watcher.waitForSelector('[data-testid="connection-status"][data-retry-count="3"]', { timeout: 15_000 });
   expect(await retryShown.textContent()).toBe('(retry 3)');
 
-  await service.start();
+  await session.service.start();
   const AWAY = 'Created while you were away';
-  await service.demoApi('POST', '', 'alice', { title: AWAY });
+  await session.service.demoApi('POST', '', 'alice', { title: AWAY });
   const statesAtPublish = await watcher.evaluate(() => [...(window as unknown as { states: string[] }).states]);
   expect(statesAtPublish, 'the tab reconnected before the task was created: catch-up not exercised').not.toContain(
     'connected:0',

@@ -23,7 +23,8 @@ function packageOf(specifier: string): string {
 }
 
 interface Bundle {
-  code: string;
+  /** Every chunk the entry loads, at once or later through `import()`: what a tab downloads. */
+  chunks: { fileName: string; code: string }[];
   /** Packages the entry imports, left external as an app's bundler would resolve them. */
   packages: string[];
 }
@@ -45,11 +46,19 @@ async function bundle(entry: string): Promise<Bundle> {
   });
   try {
     const { output } = await build.generate({ format: 'esm', minify: true });
-    return { code: output.map((chunk) => (chunk.type === 'chunk' ? chunk.code : '')).join(''), packages: [...packages].sort() };
+    const chunks = output.flatMap((chunk) => (chunk.type === 'chunk' ? [{ fileName: chunk.fileName, code: chunk.code }] : []));
+    return { chunks, packages: [...packages].sort() };
   } finally {
     await build.close();
   }
 }
+
+/** Scripts the code starts by URL (`new URL('./x.js', import.meta.url)`, a worker): their sources. */
+function scriptsStartedBy(code: string): string[] {
+  return [...code.matchAll(/new URL\(["'`]\.\/([\w.-]+)\.js["'`],\s*import\.meta\.url\)/g)].map((match) => match[1] ?? '');
+}
+
+const gzipped = (code: string): number => gzipSync(code).length;
 
 describe('entry points', () => {
   it.each([
@@ -83,9 +92,18 @@ describe('entry points', () => {
 });
 
 it(`keeps the core client within ${CORE_BUDGET_BYTES} bytes minified and gzipped`, async () => {
-  const { code } = await bundle('index');
-  const gzipped = gzipSync(code).length;
-  console.log(`core entry: ${code.length} bytes minified, ${gzipped} bytes gzipped (budget ${CORE_BUDGET_BYTES})`);
-  expect(code).toContain('tasksync.v1');
-  expect(gzipped).toBeLessThanOrEqual(CORE_BUDGET_BYTES);
+  const { chunks } = await bundle('index');
+  // Each file as the network carries it, gzipped on its own; lazily loaded chunks count too, since
+  // a tab loads them as soon as it connects.
+  const total = chunks.reduce((sum, chunk) => sum + gzipped(chunk.code), 0);
+  for (const chunk of chunks) console.log(`  ${chunk.fileName}: ${chunk.code.length} bytes minified, ${gzipped(chunk.code)} gzipped`);
+  console.log(`core client: ${total} bytes gzipped in ${chunks.length} files (budget ${CORE_BUDGET_BYTES})`);
+  // Started by the client but run in a worker, once per browser rather than per tab: reported, not budgeted.
+  for (const script of scriptsStartedBy(chunks.map((chunk) => chunk.code).join('\n'))) {
+    const worker = await bundle(script);
+    const size = worker.chunks.reduce((sum, chunk) => sum + gzipped(chunk.code), 0);
+    console.log(`  started by URL, ${script}.js: ${size} bytes gzipped`);
+  }
+  expect(chunks.map((chunk) => chunk.code).join('')).toContain('tasksync.v1');
+  expect(total).toBeLessThanOrEqual(CORE_BUDGET_BYTES);
 });

@@ -94,7 +94,14 @@ interface RowProps {
 
 function TaskRow({ task, userId, live, run, onDeleted }: RowProps): ReactNode {
   const [draft, setDraft] = useState<string | null>(null);
-  const editButton = useRef<HTMLButtonElement>(null);
+  // Set when editing ends: the rename button, rendered again, takes the keyboard focus back.
+  const refocusRename = useRef(false);
+  const renameButton = (button: HTMLButtonElement | null) => {
+    if (button && refocusRename.current) {
+      refocusRename.current = false;
+      button.focus();
+    }
+  };
   const title = typeof task.title === 'string' ? task.title : '';
   const completed = task.completed === true;
   // Tasks of the demo API have numeric ids; anything else came from another publisher and is
@@ -103,9 +110,8 @@ function TaskRow({ task, userId, live, run, onDeleted }: RowProps): ReactNode {
   const writable = id !== null && live;
 
   const stopEditing = () => {
+    refocusRename.current = true;
     setDraft(null);
-    // Back to where the keyboard was before editing, once the button is rendered again.
-    queueMicrotask(() => editButton.current?.focus());
   };
 
   const save = (event: SubmitEvent<HTMLFormElement>) => {
@@ -155,7 +161,7 @@ function TaskRow({ task, userId, live, run, onDeleted }: RowProps): ReactNode {
             {title}
           </span>
           <button
-            ref={editButton}
+            ref={renameButton}
             type="button"
             className="icon-button"
             data-testid="task-edit"

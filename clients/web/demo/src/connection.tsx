@@ -77,7 +77,12 @@ const STOPPED: Record<StopReason, string> = {
 export function OfflineBanner({ connection }: { connection: ConnectionState }): ReactNode {
   if (!connection.offline) return null;
   const { status, retryCount, error } = connection;
-  const trying = status === 'connecting' && retryCount > 0 ? ` Trying again automatically (retry ${retryCount}).` : '';
+  const trying = status === 'connecting' && retryCount > 0 && (
+    <>
+      {' '}
+      Trying again automatically<span className="retry-count"> (retry {retryCount})</span>.
+    </>
+  );
   const reason = error ? ` ${STOPPED[error]}` : trying;
   return (
     <div className="banner" data-testid="offline-banner" role="status">
