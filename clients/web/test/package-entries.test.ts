@@ -55,7 +55,8 @@ async function bundle(entry: string): Promise<Bundle> {
 
 /** Scripts the code starts by URL (`new URL('./x.js', import.meta.url)`, a worker): their sources. */
 function scriptsStartedBy(code: string): string[] {
-  return [...code.matchAll(/new URL\(["'`]\.\/([\w.-]+)\.js["'`],\s*import\.meta\.url\)/g)].map((match) => match[1] ?? '');
+  const names = [...code.matchAll(/new URL\(["'`]\.\/([\w.-]+)\.js["'`],\s*import\.meta\.url\)/g)].map((match) => match[1] ?? '');
+  return [...new Set(names)];
 }
 
 const gzipped = (code: string): number => gzipSync(code).length;
