@@ -66,16 +66,24 @@ export function describeTaskNotification(message: TaskUpdateMessage): TaskNotifi
 
 /**
  * Shows the toast for a task event. The event id doubles as the toast id, so an event delivered
- * twice updates one toast instead of stacking two.
+ * twice updates one toast instead of stacking two. `onDismiss` runs when the toast is dismissed
+ * (close button, swipe, or `dismissTaskNotification`); TaskSyncProvider passes the function that
+ * dismisses it in the user's other tabs as well.
  */
-export function showTaskNotification(message: TaskUpdateMessage): void {
+export function showTaskNotification(message: TaskUpdateMessage, { onDismiss }: { onDismiss?: () => void } = {}): void {
   const content = describeTaskNotification(message);
   const options: ExternalToast = {
     icon: content.icon,
     testId: TASK_TOAST_TEST_ID,
     ...(content.description !== undefined && { description: content.description }),
     ...(message.id !== undefined && { id: message.id }),
+    ...(onDismiss && { onDismiss }),
   };
   const show = content.kind === 'default' ? toast : toast[content.kind];
   show(content.title, options);
+}
+
+/** Takes away the toast of event `id`: TaskSyncProvider's `dismissNotification`. */
+export function dismissTaskNotification(id: string): void {
+  toast.dismiss(id);
 }

@@ -64,6 +64,11 @@ export interface TaskUpdateMessage {
   seq?: number;
   epoch?: string;
   notification?: ServerNotification;
+  /**
+   * The publisher's operation id: the user action that caused the event (docs/protocol.md,
+   * "Operation ids"), compared with the client's own `createOperationId()`.
+   */
+  op_id?: string;
 }
 
 export interface PingMessage {
@@ -126,120 +131,73 @@ function isObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function isOffset(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-}
-
-function isTaskEvent(value: unknown): value is TaskEventName {
-  return typeof value === 'string' && (TASK_EVENTS as readonly string[]).includes(value);
-}
-
-function isTaskId(value: unknown): value is TaskId {
-  return (typeof value === 'number' && Number.isFinite(value)) || (typeof value === 'string' && value !== '');
-}
-
 const INVALID = Symbol('invalid');
-type Invalid = typeof INVALID;
 
 /**
- * Checks that `source[key]` is absent (missing or `null`: serializers differ on how they say
- * "no value") or passes `guard`. Optional fields are still typed: a present-but-wrong field
- * makes the whole frame malformed rather than being silently dropped.
+ * A field of a frame: how its value is checked (and, for nested objects, rebuilt), and whether
+ * the frame needs it. Absent means missing or `null`: serializers differ on how they say "no
+ * value". A present field is still typed: a value of the wrong type makes the whole frame
+ * malformed rather than being silently dropped.
  */
-function optional<T>(source: JsonObject, key: string, guard: (value: unknown) => value is T): T | undefined | Invalid {
-  const value = source[key];
-  if (value === undefined || value === null) return undefined;
-  return guard(value) ? value : INVALID;
-}
+type Field = readonly [check: (value: unknown) => unknown, required?: true];
 
-const isString = (value: unknown): value is string => typeof value === 'string';
-const isBoolean = (value: unknown): value is boolean => typeof value === 'boolean';
-const isPositiveNumber = (value: unknown): value is number =>
-  typeof value === 'number' && Number.isFinite(value) && value > 0;
+const string = (value: unknown): unknown => (typeof value === 'string' ? value : INVALID);
+const offset = (value: unknown): unknown => (Number.isSafeInteger(value) && (value as number) >= 0 ? value : INVALID);
+const boolean = (value: unknown): unknown => (typeof value === 'boolean' ? value : INVALID);
+const positive = (value: unknown): unknown =>
+  typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : INVALID;
+const taskEvent = (value: unknown): unknown => ((TASK_EVENTS as readonly unknown[]).includes(value) ? value : INVALID);
+/** TaskSync does not interpret tasks beyond their id, so the task is passed on as it came. */
+const task = (value: unknown): unknown =>
+  isObject(value) && ((typeof value.id === 'number' && Number.isFinite(value.id)) || (typeof value.id === 'string' && value.id !== ''))
+    ? value
+    : INVALID;
+const notification = (value: unknown): unknown =>
+  pick(value, { title: [string, true], body: [string], kind: [string] }) ?? INVALID;
+
+const FRAMES: Readonly<Record<ServerFrame['type'], Readonly<Record<string, Field>>>> = {
+  connected: {
+    user_id: [string, true],
+    connection_id: [string],
+    seq: [offset],
+    epoch: [string],
+    heartbeat_interval: [positive],
+    resumed: [boolean],
+  },
+  task_update: {
+    event: [taskEvent, true],
+    task: [task, true],
+    timestamp: [string, true],
+    id: [string],
+    seq: [offset],
+    epoch: [string],
+    notification: [notification],
+    op_id: [string],
+  },
+  ping: { timestamp: [string] },
+  resync_required: { reason: [string, true], seq: [offset, true], epoch: [string, true] },
+  error: { code: [string, true], message: [string] },
+};
+
+/** The known fields of `source`, checked; undefined when it is no object or a field is wrong. */
+function pick(source: unknown, fields: Readonly<Record<string, Field>>): JsonObject | undefined {
+  if (!isObject(source)) return undefined;
+  const picked: JsonObject = {};
+  for (const [key, [check, required]] of Object.entries(fields)) {
+    const value = source[key];
+    if (value === undefined || value === null) {
+      if (required) return undefined;
+      continue;
+    }
+    const checked = check(value);
+    if (checked === INVALID) return undefined;
+    picked[key] = checked;
+  }
+  return picked;
+}
 
 function fail(reason: string): ParseResult {
   return { ok: false, reason };
-}
-
-function parseNotification(value: unknown): ServerNotification | undefined | Invalid {
-  if (value === undefined || value === null) return undefined;
-  if (!isObject(value) || !isString(value.title)) return INVALID;
-  const body = optional(value, 'body', isString);
-  const kind = optional(value, 'kind', isString);
-  if (body === INVALID || kind === INVALID) return INVALID;
-  return { title: value.title, ...(body !== undefined && { body }), ...(kind !== undefined && { kind }) };
-}
-
-function parseTaskUpdate(raw: JsonObject): ParseResult {
-  if (!isTaskEvent(raw.event)) return fail('task_update: unknown or missing event');
-  if (!isObject(raw.task) || !isTaskId(raw.task.id)) return fail('task_update: task must be an object with an id');
-  if (!isString(raw.timestamp)) return fail('task_update: timestamp must be a string');
-  const id = optional(raw, 'id', isString);
-  const seq = optional(raw, 'seq', isOffset);
-  const epoch = optional(raw, 'epoch', isString);
-  const notification = parseNotification(raw.notification);
-  if (id === INVALID || seq === INVALID || epoch === INVALID || notification === INVALID) {
-    return fail('task_update: id, seq, epoch or notification has the wrong type');
-  }
-  const frame: TaskUpdateMessage = {
-    type: 'task_update',
-    event: raw.event,
-    task: raw.task as Task,
-    timestamp: raw.timestamp,
-    ...(id !== undefined && { id }),
-    ...(seq !== undefined && { seq }),
-    ...(epoch !== undefined && { epoch }),
-    ...(notification !== undefined && { notification }),
-  };
-  return { ok: true, frame };
-}
-
-function parseConnected(raw: JsonObject): ParseResult {
-  if (!isString(raw.user_id)) return fail('connected: user_id must be a string');
-  const connectionId = optional(raw, 'connection_id', isString);
-  const seq = optional(raw, 'seq', isOffset);
-  const epoch = optional(raw, 'epoch', isString);
-  const heartbeat = optional(raw, 'heartbeat_interval', isPositiveNumber);
-  const resumed = optional(raw, 'resumed', isBoolean);
-  if (
-    connectionId === INVALID ||
-    seq === INVALID ||
-    epoch === INVALID ||
-    heartbeat === INVALID ||
-    resumed === INVALID
-  ) {
-    return fail('connected: a field has the wrong type');
-  }
-  const frame: ConnectedMessage = {
-    type: 'connected',
-    user_id: raw.user_id,
-    ...(connectionId !== undefined && { connection_id: connectionId }),
-    ...(seq !== undefined && { seq }),
-    ...(epoch !== undefined && { epoch }),
-    ...(heartbeat !== undefined && { heartbeat_interval: heartbeat }),
-    ...(resumed !== undefined && { resumed }),
-  };
-  return { ok: true, frame };
-}
-
-function parsePing(raw: JsonObject): ParseResult {
-  const timestamp = raw.timestamp ?? null;
-  if (timestamp !== null && !isString(timestamp)) return fail('ping: timestamp must be a string or null');
-  return { ok: true, frame: { type: 'ping', timestamp } };
-}
-
-function parseResyncRequired(raw: JsonObject): ParseResult {
-  if (!isString(raw.reason) || !isOffset(raw.seq) || !isString(raw.epoch)) {
-    return fail('resync_required: reason, seq and epoch are required');
-  }
-  return { ok: true, frame: { type: 'resync_required', reason: raw.reason, seq: raw.seq, epoch: raw.epoch } };
-}
-
-function parseError(raw: JsonObject): ParseResult {
-  if (!isString(raw.code)) return fail('error: code must be a string');
-  const message = raw.message ?? '';
-  if (!isString(message)) return fail('error: message must be a string');
-  return { ok: true, frame: { type: 'error', code: raw.code, message } };
 }
 
 /**
@@ -256,18 +214,11 @@ export function parseServerFrame(data: unknown): ParseResult {
     return fail('invalid JSON');
   }
   if (!isObject(raw)) return fail('frame is not a JSON object');
-  switch (raw.type) {
-    case 'task_update':
-      return parseTaskUpdate(raw);
-    case 'connected':
-      return parseConnected(raw);
-    case 'ping':
-      return parsePing(raw);
-    case 'resync_required':
-      return parseResyncRequired(raw);
-    case 'error':
-      return parseError(raw);
-    default:
-      return fail(`unknown frame type ${JSON.stringify(raw.type)}`);
-  }
+  const type = raw.type;
+  if (typeof type !== 'string' || !Object.hasOwn(FRAMES, type)) return fail(`unknown frame type ${JSON.stringify(type)}`);
+  const fields = pick(raw, FRAMES[type as ServerFrame['type']]);
+  if (!fields) return fail(`${type}: a field is missing or has the wrong type`);
+  // The original client specification allows a ping without a timestamp; an error may omit its message.
+  const defaults = type === 'ping' ? { timestamp: null } : type === 'error' ? { message: '' } : {};
+  return { ok: true, frame: { type, ...defaults, ...fields } as ServerFrame };
 }

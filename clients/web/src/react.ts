@@ -7,6 +7,8 @@ export { ConnectionIndicator, type ConnectionIndicatorProps, type ConnectionLabe
 export {
   TaskSyncProvider,
   useTaskSyncConnection,
+  type NotificationOptions,
+  type TaskEventStore,
   type TaskSyncProviderProps,
 } from './task-sync-provider.js';
 export { useWebSocket, type UseWebSocketOptions, type UseWebSocketResult } from './use-websocket.js';

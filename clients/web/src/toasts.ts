@@ -7,6 +7,7 @@ export {
   DEFAULT_TASK_NOTIFICATIONS,
   TASK_TOAST_TEST_ID,
   describeTaskNotification,
+  dismissTaskNotification,
   showTaskNotification,
   type TaskNotificationContent,
   type ToastKind,

@@ -32,10 +32,16 @@ export interface UseWebSocketResult {
   isConnected: boolean;
   retryCount: number;
   error: StopReason | null;
-  /** Stable; listeners receive task_update and ping messages. */
+  /**
+   * Stable; listeners receive task_update and ping messages, and whether this tab shows the
+   * message's notification.
+   */
   addListener: (listener: MessageListener) => void;
   removeListener: (listener: MessageListener) => void;
-  /** Reconnects now with a fresh attempt counter (after `error`). */
+  /**
+   * "Reconnect now": connects at once with a fresh attempt counter, during a backoff wait or after
+   * the client gave up (`error`).
+   */
   retry: () => void;
 }
 
@@ -80,8 +86,8 @@ export function useWebSocket(userId: string | null | undefined, options: UseWebS
     });
     // Registered here, in the same effect that connects, so no frame can arrive before the
     // component's listeners are in place.
-    const offMessage = lease.client.addMessageListener((message) => {
-      for (const listener of [...listeners]) callSafely(listener, message);
+    const offMessage = lease.client.addMessageListener((message, delivery) => {
+      for (const listener of [...listeners]) callSafely((payload) => listener(payload, delivery), message);
     });
     const offResync = lease.client.onResyncRequired((request) => latest.current.onResyncRequired?.(request));
     setHeld({ client: lease.client, url });

@@ -477,6 +477,37 @@ describe('heartbeat watchdog', () => {
     expect(client.status).toBe('connected');
   });
 
+  it('gives frames queued behind a late watchdog (a throttled tab) a second before giving up', async () => {
+    const { client, sockets, socket } = setup();
+    client.connect();
+    socket().accept({ heartbeat_interval: 10 });
+    const first = socket();
+    // The tab's timers were held back: when the watchdog finally runs, a minute has passed.
+    vi.setSystemTime(Date.now() + 60_000);
+    await advance(20_000);
+    expect(first.closedByClient).toEqual([]);
+    first.receive({ type: 'ping', timestamp: null });
+    await advance(19_999);
+    expect(first.closedByClient).toEqual([]);
+    expect(client.status).toBe('connected');
+    // On time this time: no frame for twice the interval is a dead socket.
+    await advance(1);
+    expect(first.closedByClient).toEqual([{ code: HEARTBEAT_TIMEOUT_CLOSE_CODE, reason: 'heartbeat timeout' }]);
+    expect(sockets).toHaveLength(1);
+  });
+
+  it('declares a late watchdog dead after the grace when no frame was waiting', async () => {
+    const { client, socket } = setup();
+    client.connect();
+    socket().accept({ heartbeat_interval: 10 });
+    vi.setSystemTime(Date.now() + 60_000);
+    await advance(20_000);
+    expect(socket().closedByClient).toEqual([]);
+    await advance(1_000);
+    expect(socket().closedByClient).toEqual([{ code: HEARTBEAT_TIMEOUT_CLOSE_CODE, reason: 'heartbeat timeout' }]);
+    expect(client.status).toBe('connecting');
+  });
+
   it('uses the configured default before the server announces an interval', async () => {
     const { client, sockets, socket } = setup({ heartbeatIntervalMs: 1_000 });
     client.connect();
@@ -847,7 +878,7 @@ describe('browser signals', () => {
     expect(sockets).toHaveLength(2);
   });
 
-  it('replaces a socket that went silent while the tab was hidden', () => {
+  it('replaces a socket that went silent while the tab was hidden, after a grace for queued frames', async () => {
     const { client, sockets, socket } = setup();
     client.connect();
     socket().accept({ heartbeat_interval: 10 });
@@ -855,8 +886,24 @@ describe('browser signals', () => {
     // The watchdog timer never fired: background tabs get their timers throttled.
     vi.setSystemTime(Date.now() + 60_000);
     setVisibility('visible');
+    await advance(999);
+    expect(silent.closedByClient).toEqual([]);
+    await advance(1);
     expect(silent.closedByClient).toEqual([{ code: HEARTBEAT_TIMEOUT_CLOSE_CODE, reason: 'heartbeat timeout' }]);
+    await advance(1_000);
     expect(sockets).toHaveLength(2);
+  });
+
+  it('keeps a socket whose frames were only waiting behind the wake-up of a frozen tab', async () => {
+    const { client, sockets, socket } = setup();
+    client.connect();
+    socket().accept({ heartbeat_interval: 10 });
+    vi.setSystemTime(Date.now() + 60_000);
+    setVisibility('visible');
+    socket().receive({ type: 'ping', timestamp: null });
+    await advance(5_000);
+    expect(sockets).toHaveLength(1);
+    expect(client.status).toBe('connected');
   });
 
   it('leaves a healthy connection alone', () => {
