@@ -204,6 +204,19 @@ describe('the demo', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("sends each write's operation id, so the tab that made a change shows no toast for it", async () => {
+    const page = await openDemo('noor');
+    await page.fill('[data-testid="new-task-input"]', 'Made in this tab');
+    await page.click('[data-testid="add-task"]');
+    await rowTitled(page, 'Made in this tab').waitFor();
+    // A change from elsewhere, published after this tab's own: once its toast shows, the event of
+    // this tab's change has been handled too, and it raised none.
+    await session.service.demoApi('POST', '', 'noor', { title: 'Made elsewhere' });
+    await toastAbout(page, 'Made elsewhere');
+    expect(await page.locator('[data-testid="task-toast"]', { hasText: 'Made in this tab' }).count()).toBe(0);
+    expect(pageErrors).toEqual([]);
+  });
+
   it('switches users, each starting from their own list or an empty state', async () => {
     const page = await openDemo(null);
     await page.waitForSelector('[data-testid="no-user"]');

@@ -4,7 +4,7 @@ import { Toaster } from 'sonner';
 
 import { TaskSyncProvider } from '../../src/react.js';
 import { useTaskStore } from '../../src/store.js';
-import { showTaskNotification } from '../../src/toasts.js';
+import { dismissTaskNotification, showTaskNotification } from '../../src/toasts.js';
 import { describeFailure, listTasks } from './api.js';
 import { ConnectionPill, OfflineBanner, useConnectionState } from './connection.js';
 import { Logo } from './Logo.js';
@@ -117,17 +117,21 @@ function Workspace({ userId, load, retryLoad, onPick }: WorkspaceProps): ReactNo
   const [failure, setFailure] = useState<string | null>(null);
   const done = tasks.filter((task) => task.completed === true).length;
 
-  const run = useCallback<RunWrite>(async (action, write) => {
-    setFailure(null);
-    try {
-      await write();
-      return true;
-    } catch (error) {
-      console.warn(`TaskSync demo: could not ${action}`, error);
-      setFailure(describeFailure(error, action, { write: true }));
-      return false;
-    }
-  }, []);
+  const { newOperationId } = connection;
+  const run = useCallback<RunWrite>(
+    async (action, write) => {
+      setFailure(null);
+      try {
+        await write(newOperationId());
+        return true;
+      } catch (error) {
+        console.warn(`TaskSync demo: could not ${action}`, error);
+        setFailure(describeFailure(error, action, { write: true }));
+        return false;
+      }
+    },
+    [newOperationId],
+  );
 
   return (
     <>
@@ -232,6 +236,7 @@ export function App(): ReactNode {
           url="/ws"
           store={useTaskStore}
           notify={showTaskNotification}
+          dismissNotification={dismissTaskNotification}
           onResyncRequired={reload}
         >
           {/* Keyed by user: whether "the connection was lost" starts afresh for each user. */}

@@ -3,13 +3,13 @@ import { useRef, useState, type ReactNode, type RefObject, type SubmitEvent } fr
 
 import type { Task } from '../../src/index.js';
 import { useTaskStore } from '../../src/store.js';
-import { createTask, deleteTask, updateTask } from './api.js';
+import { createTask, deleteTask, updateTask, type OperationId } from './api.js';
 
 /**
- * Runs one API write. Resolves true when it succeeded; on failure the page shows why and the
- * caller keeps what the user typed, so a failed write is never a silent loss.
+ * Runs one API write, under a new operation id. Resolves true when it succeeded; on failure the
+ * page shows why and the caller keeps what the user typed, so a failed write is never a silent loss.
  */
-export type RunWrite = (action: string, write: () => Promise<void>) => Promise<boolean>;
+export type RunWrite = (action: string, write: (operationId: OperationId) => Promise<void>) => Promise<boolean>;
 
 interface Props {
   userId: string;
@@ -60,8 +60,8 @@ function NewTaskForm({ userId, live, run, input }: Props & { input: RefObject<HT
     const text = title.trim();
     if (!text || !live || saving) return;
     setSaving(true);
-    void run('add the task', async () => {
-      useTaskStore.getState().upsertTask(await createTask(userId, text));
+    void run('add the task', async (operationId) => {
+      useTaskStore.getState().upsertTask(await createTask(userId, text, operationId));
       setTitle('');
     }).finally(() => setSaving(false));
   };
@@ -118,22 +118,22 @@ function TaskRow({ task, userId, live, run, onDeleted }: RowProps): ReactNode {
     event.preventDefault();
     const text = draft?.trim();
     if (id === null || !text || !live) return;
-    void run('rename the task', async () => {
-      useTaskStore.getState().upsertTask(await updateTask(userId, id, { title: text }));
+    void run('rename the task', async (operationId) => {
+      useTaskStore.getState().upsertTask(await updateTask(userId, id, { title: text }, operationId));
     }).then((saved) => saved && stopEditing());
   };
 
   const toggle = () => {
     if (id === null) return;
-    void run(completed ? 'reopen the task' : 'complete the task', async () => {
-      useTaskStore.getState().upsertTask(await updateTask(userId, id, { completed: !completed }));
+    void run(completed ? 'reopen the task' : 'complete the task', async (operationId) => {
+      useTaskStore.getState().upsertTask(await updateTask(userId, id, { completed: !completed }, operationId));
     });
   };
 
   const remove = () => {
     if (id === null) return;
-    void run('delete the task', async () => {
-      await deleteTask(userId, id);
+    void run('delete the task', async (operationId) => {
+      await deleteTask(userId, id, operationId);
       useTaskStore.getState().removeTask(id);
       onDeleted();
     });

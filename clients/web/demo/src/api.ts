@@ -51,10 +51,19 @@ function refusalReason(body: string): string | null {
   }
 }
 
-async function request(method: string, path: string, userId: string, body?: unknown): Promise<unknown> {
+/**
+ * The user action a write belongs to (the client's `createOperationId()`): the API publishes it
+ * with the event as its `op_id`, by which the acting tab knows not to toast its own change.
+ */
+export type OperationId = string | undefined;
+
+async function request(method: string, path: string, userId: string, body?: unknown, operationId?: OperationId): Promise<unknown> {
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (operationId !== undefined) headers['X-Operation-Id'] = operationId;
   const response = await fetch(url(path, userId), {
     method,
-    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+    headers,
     ...(body !== undefined && { body: JSON.stringify(body) }),
   });
   if (!response.ok) {
@@ -76,20 +85,21 @@ export async function listTasks(userId: string): Promise<DemoTask[]> {
   return value.map(expectTask);
 }
 
-export async function createTask(userId: string, title: string): Promise<DemoTask> {
-  return expectTask(await request('POST', '', userId, { title }));
+export async function createTask(userId: string, title: string, operationId?: OperationId): Promise<DemoTask> {
+  return expectTask(await request('POST', '', userId, { title }, operationId));
 }
 
 export async function updateTask(
   userId: string,
   id: number,
   changes: { title?: string; completed?: boolean },
+  operationId?: OperationId,
 ): Promise<DemoTask> {
-  return expectTask(await request('PATCH', `/${id}`, userId, changes));
+  return expectTask(await request('PATCH', `/${id}`, userId, changes, operationId));
 }
 
-export async function deleteTask(userId: string, id: number): Promise<void> {
-  await request('DELETE', `/${id}`, userId);
+export async function deleteTask(userId: string, id: number, operationId?: OperationId): Promise<void> {
+  await request('DELETE', `/${id}`, userId, undefined, operationId);
 }
 
 /**

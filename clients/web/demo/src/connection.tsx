@@ -1,7 +1,7 @@
 /** The page's view of its connection: the indicator in the top bar and the offline banner. */
 
 import { RefreshCw, WifiOff } from 'lucide-react';
-import { useState, type ReactNode } from 'react';
+import { useCallback, useState, type ReactNode } from 'react';
 
 import type { ConnectionStatus, StopReason } from '../../src/index.js';
 import { ConnectionIndicator, useTaskSyncConnection, type ConnectionLabel } from '../../src/react.js';
@@ -15,9 +15,14 @@ export interface ConnectionState {
   /** The connection was lost (or refused) and is not back: what the banner shows. */
   offline: boolean;
   reconnectNow: () => void;
+  /**
+   * An id for one user action, sent with its write: the event comes back carrying it, and this
+   * tab, which already shows the change, raises no toast for it. Undefined before the client exists.
+   */
+  newOperationId: () => string | undefined;
 }
 
-const IDLE = { status: 'disconnected', retryCount: 0, error: null, retry: () => undefined } as const;
+const IDLE = { status: 'disconnected', retryCount: 0, error: null, retry: () => undefined, client: null } as const;
 
 /**
  * The provider's connection, plus whether this page counts as offline. A page that is still
@@ -25,11 +30,12 @@ const IDLE = { status: 'disconnected', retryCount: 0, error: null, retry: () => 
  * the connection is back.
  */
 export function useConnectionState(): ConnectionState {
-  const { status, retryCount, error, retry } = useTaskSyncConnection() ?? IDLE;
+  const { status, retryCount, error, retry, client } = useTaskSyncConnection() ?? IDLE;
   const [hadConnection, setHadConnection] = useState(false);
   // Adjusted while rendering, as React advises for state derived from a changing value.
   if (status === 'connected' && !hadConnection) setHadConnection(true);
   const live = status === 'connected';
+  const newOperationId = useCallback(() => client?.createOperationId(), [client]);
   return {
     status,
     retryCount,
@@ -39,6 +45,7 @@ export function useConnectionState(): ConnectionState {
     // The client's `retry()` starts an attempt at once, skipping what is left of a backoff wait,
     // and after the client has stopped (`error`) it starts over with a fresh attempt counter.
     reconnectNow: retry,
+    newOperationId,
   };
 }
 
