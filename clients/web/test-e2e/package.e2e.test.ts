@@ -143,6 +143,9 @@ describe('the packed tarball', () => {
     await command('node', [TSC, '-p', 'tsconfig.app.json'], project);
     await command('node', [join('node_modules', 'vite', 'bin', 'vite.js'), 'build', '--logLevel', 'warn'], project);
     const assets = join(project, 'dist', 'assets');
+    // The shared worker, which Vite finds through new URL('./shared-worker.js', import.meta.url)
+    // beside the module that starts it, and emits with the app.
+    expect(readdirSync(assets).filter((name) => /^shared-worker.*\.js$/.test(name))).toHaveLength(1);
     const bundle = readdirSync(assets)
       .filter((name) => name.endsWith('.js'))
       .map((name) => readFileSync(join(assets, name), 'utf8'))
