@@ -39,11 +39,13 @@ class _KeepPeer:
     def __init__(self, app: AsgiApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    # Returns the app's coroutine rather than awaiting it: a coroutine frame of its own would
+    # stay on every WebSocket's stack for the connection's whole life.
+    def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         client = scope.get("client")
         if scope["type"] != "lifespan" and client:
             scope[PEER_HOST_KEY] = client[0]
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def peer_host(scope: Mapping[str, Any]) -> str | None:

@@ -69,6 +69,9 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
         "ws_max_size": max(1 << 20, settings.max_frame_bytes),
         "lifespan": "on",
+        # Said rather than guessed: uvicorn tells ASGI 2 from 3 by whether the app's __call__ is a
+        # coroutine function, and forwarded.py's outermost layer returns the app's coroutine.
+        "interface": "asgi3",
         "ws": websocket_protocol(settings.send_timeout, metrics.transport_cutoffs.labels("write_stalled").inc),
         # Browsers always offer permessage-deflate and uvicorn accepts by default: every socket
         # then holds a zlib compressor and decompressor (about 37 KiB idle) and compresses each

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -165,18 +164,16 @@ class Service:
             self._background.spawn(self.plugins.offline_event(event))
         return "accepted"
 
-    @contextlib.contextmanager
-    def socket_slot(self) -> Iterator[bool]:
-        """Count one socket against max_connections_per_process for as long as the block runs:
-        True if there was room (then it is counted), False if the process is full."""
+    def claim_socket_slot(self) -> bool:
+        """Count one socket against max_connections_per_process: True if there was room (then it
+        is counted until `release_socket_slot`), False if the process is full."""
         if self.full:
-            yield False
-            return
+            return False
         self.open_sockets += 1
-        try:
-            yield True
-        finally:
-            self.open_sockets -= 1
+        return True
+
+    def release_socket_slot(self) -> None:
+        self.open_sockets -= 1
 
     @property
     def full(self) -> bool:

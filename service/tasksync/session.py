@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar import WebSocket
-from litestar.exceptions import WebSocketDisconnect
 
 from .auth import AuthRefused, Handshake, Principal, TokenRequired
 from .broker import BrokerUnavailable
@@ -50,6 +49,8 @@ class HandshakeRejected(Exception):
         self.label = label
         self.message = message
 
+
+TOKEN_EXPIRED = CloseRequest(CLOSE_UNAUTHENTICATED, "token expired: reconnect with a fresh token", "token_expired")
 
 # How many failed attempts one handshake may report: the reconnect metrics take the client's
 # word, so one handshake must not be able to move them by more than a plausible backoff run.
@@ -149,11 +150,47 @@ class Admission:
     attempts: int | None
 
 
-async def run_session(socket: WebSocket, service: Service) -> None:
-    with service.socket_slot() as room:
+async def run_session(socket: WebSocket) -> None:
+    """One WebSocket from its handshake to its end: the /ws handler.
+
+    While a connection is idle, this coroutine's frame is the only one of TaskSync's on its
+    stack, and the stack is paid for by every socket: admission, stream opening and the handling
+    of each message are calls that return, not frames that stay."""
+    service: Service = socket.app.state.service
+    room = service.claim_socket_slot()
+    try:
         admission = await _admit(socket, service, room)
-        if admission is not None:
-            await _serve(socket, service, admission)
+        if admission is None:
+            return
+        conn = _admitted(socket, service, admission)
+        try:
+            await service.node.register(conn)
+            await _open_stream(conn, service, admission.resume, first=True)
+            limits = service.limits
+            bucket = TokenBucket(limits.inbound_messages_per_second, limits.inbound_burst)
+            # Straight from the transport: Litestar's receive wrapper would be one more frame on
+            # the stack of every idle connection, and only tracks what this loop already knows.
+            while (message := await conn.transport.receive())["type"] != "websocket.disconnect":
+                work = _on_message(socket, conn, service, bucket, message)
+                if work is not None:
+                    await work
+        except asyncio.CancelledError:
+            # An aborted connection's transport (AsgiTransport) ends it by cancelling the
+            # session; any other cancellation (server shutdown) goes on up.
+            if conn.state is not ABORTED:
+                raise
+        finally:
+            writer = conn.end()
+            if writer is not None:
+                writer.cancel()
+                # The writer ends with the socket, however it ended (cancelled, or the peer gone
+                # in mid-send); none of that may skip the bookkeeping below.
+                await asyncio.gather(writer, return_exceptions=True)
+            await service.node.unregister(conn)
+            service.metrics.connections_closed.labels(conn.close_label).inc()
+    finally:
+        if room:
+            service.release_socket_slot()
 
 
 async def _admit(socket: WebSocket, service: Service, room: bool) -> Admission | None:
@@ -207,66 +244,18 @@ async def _admit(socket: WebSocket, service: Service, room: bool) -> Admission |
     return Admission(principal, resume, attempts)
 
 
-async def _serve(socket: WebSocket, service: Service, admission: Admission) -> None:
-    """Run an admitted connection: register it, open its stream, read until it ends."""
+def _admitted(socket: WebSocket, service: Service, admission: Admission) -> Connection:
+    """Count an admitted connection and create its delivery state, closing when its credential
+    expires."""
     metrics = service.metrics
     principal, attempts = admission.principal, admission.attempts
     metrics.connections_opened.labels("new" if attempts is None else "reconnect").inc()
     if attempts is not None:
         metrics.reconnects.inc()
         metrics.reconnect_failed_attempts.inc(attempts)
-
     conn = Connection(principal.user_id, service.settings.outbox_size, transport_of(socket), metrics)
-    expiry = _Expiry(conn)
-    expiry.schedule(principal.expires_at)
-    try:
-        await service.node.register(conn)
-        await _open_stream(conn, service, admission.resume, first=True)
-        await _read(socket, conn, service, expiry)
-    except asyncio.CancelledError:
-        # An aborted connection's transport (AsgiTransport) ends it by cancelling the session;
-        # any other cancellation (server shutdown) goes on up.
-        if conn.state is not ABORTED:
-            raise
-    except WebSocketDisconnect:
-        pass  # the peer went away while we were reading: the normal end of a session
-    finally:
-        expiry.cancel()
-        writer = conn.end()
-        if writer is not None:
-            writer.cancel()
-            # The writer ends with the socket, however it ended (cancelled, or the peer gone in
-            # mid-send); none of that may skip the bookkeeping below.
-            await asyncio.gather(writer, return_exceptions=True)
-        await service.node.unregister(conn)
-        metrics.connections_closed.labels(conn.close_label).inc()
-
-
-class _Expiry:
-    """Closes the connection with 4001 when its credential expires, unless refreshed first."""
-
-    __slots__ = ("_timer", "conn")
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._timer: asyncio.TimerHandle | None = None
-
-    def schedule(self, expires_at: float | None) -> None:
-        self.cancel()
-        if expires_at is None:
-            return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + max(0.0, expires_at - time.time()), self._expire)
-
-    def _expire(self) -> None:
-        self.conn.request_close(
-            CloseRequest(CLOSE_UNAUTHENTICATED, "token expired: reconnect with a fresh token", "token_expired")
-        )
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    conn.close_at(principal.expires_at, TOKEN_EXPIRED)
+    return conn
 
 
 async def _first_frame_auth(socket: WebSocket, service: Service, handshake: Handshake) -> Principal | None:
@@ -305,46 +294,46 @@ async def _refuse(socket: WebSocket, service: Service, reason: str, message: str
     await socket.close(CLOSE_UNAUTHENTICATED, close_reason(message))
 
 
-async def _read(socket: WebSocket, conn: Connection, service: Service, expiry: _Expiry) -> None:
+def _on_message(
+    socket: WebSocket,
+    conn: Connection,
+    service: Service,
+    bucket: TokenBucket,
+    message: Mapping[str, Any],
+) -> Awaitable[None] | None:
+    """Handle one message from the client; what must be awaited (a resume, a token refresh) is
+    returned for the session to await."""
+    if not conn.is_open:
+        return None  # frames after we asked to close are read and ignored until the close completes
     metrics = service.metrics
-    limits = service.limits
-    bucket = TokenBucket(limits.inbound_messages_per_second, limits.inbound_burst)
-    while True:
-        message = await socket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if not conn.is_open:
-            continue  # frames after we asked to close are read and ignored until the close completes
-        text = message.get("text")
-        if not isinstance(text, str):
-            metrics.client_frames_rejected.labels("binary").inc()
-            conn.request_close(
-                CloseRequest(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "unsupported_data")
-            )
-            continue
-        if not bucket.allow():
-            metrics.rate_limited.labels("inbound").inc()
-            conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many messages: slow down", "rate_limited"))
-            continue
-        limit = service.limits.max_frame_bytes
-        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-            metrics.client_frames_rejected.labels("too_big").inc()
-            conn.request_close(CloseRequest(CLOSE_TOO_BIG, f"frame larger than {limit} bytes", "too_big"))
-            continue
-        try:
-            frame = decode_client_frame(text)
-        except ProtocolError as error:
-            metrics.client_frames_rejected.labels(error.code).inc()
-            conn.offer(encode(error.to_frame()))
-            continue
-        if isinstance(frame, Resume):
-            conn.begin_replay()
-            await _open_stream(conn, service, (frame.since, frame.epoch), first=False)
-        elif isinstance(frame, Auth):
-            # The same headers that passed at the handshake: read again, they cannot fail now.
-            handshake = read_handshake(socket, service, offered_subprotocols(socket))
-            await _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token), expiry)
-        # Pong needs no answer: any inbound frame already proves the client is alive.
+    text = message.get("text")
+    if not isinstance(text, str):
+        metrics.client_frames_rejected.labels("binary").inc()
+        conn.request_close(CloseRequest(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", "unsupported_data"))
+        return None
+    if not bucket.allow():
+        metrics.rate_limited.labels("inbound").inc()
+        conn.request_close(CloseRequest(CLOSE_RATE_LIMITED, "too many messages: slow down", "rate_limited"))
+        return None
+    limit = service.limits.max_frame_bytes
+    if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+        metrics.client_frames_rejected.labels("too_big").inc()
+        conn.request_close(CloseRequest(CLOSE_TOO_BIG, f"frame larger than {limit} bytes", "too_big"))
+        return None
+    try:
+        frame = decode_client_frame(text)
+    except ProtocolError as error:
+        metrics.client_frames_rejected.labels(error.code).inc()
+        conn.offer(encode(error.to_frame()))
+        return None
+    if isinstance(frame, Resume):
+        conn.begin_replay()
+        return _open_stream(conn, service, (frame.since, frame.epoch), first=False)
+    if isinstance(frame, Auth):
+        # The same headers that passed at the handshake: read again, they cannot fail now.
+        handshake = read_handshake(socket, service, offered_subprotocols(socket))
+        return _refresh(conn, service, msgspec.structs.replace(handshake, token=frame.token))
+    return None  # a pong needs no answer: any inbound frame already proves the client is alive
 
 
 async def _open_stream(conn: Connection, service: Service, resume: tuple[int, str] | None, *, first: bool) -> None:
@@ -365,7 +354,7 @@ async def _open_stream(conn: Connection, service: Service, resume: tuple[int, st
         )
 
 
-async def _refresh(conn: Connection, service: Service, handshake: Handshake, expiry: _Expiry) -> None:
+async def _refresh(conn: Connection, service: Service, handshake: Handshake) -> None:
     """An in-band token refresh: same user, new expiry; anything else ends the connection."""
     try:
         principal = await service.plugins.authenticate(handshake)
@@ -377,4 +366,4 @@ async def _refresh(conn: Connection, service: Service, handshake: Handshake, exp
         service.metrics.auth_failures.labels("user_mismatch").inc()
         conn.request_close(CloseRequest(CLOSE_UNAUTHENTICATED, "refreshed token names another user", "unauthenticated"))
         return
-    expiry.schedule(principal.expires_at)
+    conn.close_at(principal.expires_at, TOKEN_EXPIRED)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,11 +204,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
-    async def run_asgi(self) -> None:
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
         # The protocol itself is the connection's transport, whatever wraps `send` on the way to
         # the app (Litestar's exception middleware does, so nothing reachable from `send` would).
+        # Set here, before the application task first runs, rather than in an override of
+        # run_asgi, whose coroutine frame would stay on the stack for the connection's life.
         self.scope[TRANSPORT_KEY] = self  # type: ignore[literal-required]
-        await super().run_asgi()
 
     # The `Transport` interface (connection.py).
 
@@ -268,6 +270,9 @@ class AsgiTransport:
 
     async def send_close(self, code: int, reason: str) -> None:
         await self._socket.close(code, reason)
+
+    async def receive(self) -> Mapping[str, Any]:
+        return await self._socket.receive()
 
     def abort(self) -> None:
         self._session.cancel()

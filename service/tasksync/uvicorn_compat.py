@@ -67,7 +67,7 @@ def _assigned_attributes(cls: type) -> set[str]:
 # What transport.py uses, per class: the methods it overrides or calls, the attributes it reads.
 _METHODS: dict[type, tuple[str, ...]] = {
     WebSocketsSansIOProtocol: (
-        "send", "receive", "pause_writing", "resume_writing", "connection_lost", "data_received", "run_asgi",
+        "send", "receive", "pause_writing", "resume_writing", "connection_lost", "data_received", "handle_connect",
     ),
     HttpToolsProtocol: (
         "connection_made", "data_received", "connection_lost", "on_message_begin", "on_headers_complete",

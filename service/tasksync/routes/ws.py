@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from litestar import WebSocket, websocket
+from litestar import websocket
 
 from ..session import run_session
 
-
-@websocket("/ws")
-async def ws_endpoint(socket: WebSocket) -> None:
-    await run_session(socket, socket.app.state.service)
+# The session itself is the handler: a wrapper's coroutine frame would stay on every
+# connection's stack for its whole life.
+ws_endpoint = websocket("/ws")(run_session)
