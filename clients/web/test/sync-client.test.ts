@@ -346,6 +346,68 @@ describe('state transitions', () => {
   });
 });
 
+describe('one tab among several', () => {
+  it('delivers each event once, dropping what a takeover replays that the tab already has', () => {
+    const { client, socket } = setup();
+    const seqs: (number | undefined)[] = [];
+    client.addMessageListener((message) => {
+      if (message.type === 'task_update') seqs.push(message.seq);
+    });
+    client.connect();
+    socket().accept({ seq: 0 });
+    for (const seq of [1, 2, 3, 2, 3, 4]) socket().receive(taskUpdate(seq));
+    expect(seqs).toEqual([1, 2, 3, 4]);
+  });
+
+  it('asks for a refetch when offsets skip some events, and delivers the event all the same', () => {
+    const { client, socket } = setup();
+    const onResync = vi.fn();
+    const seqs: (number | undefined)[] = [];
+    client.onResyncRequired(onResync);
+    client.addMessageListener((message) => {
+      if (message.type === 'task_update') seqs.push(message.seq);
+    });
+    client.connect();
+    socket().accept({ seq: 4 });
+    socket().receive(taskUpdate(7));
+    expect(onResync).toHaveBeenCalledExactlyOnceWith({ reason: 'missed_events', seq: 6, epoch: 'e1' });
+    expect(seqs).toEqual([7]);
+    expect(client.resumePosition).toEqual({ seq: 7, epoch: 'e1' });
+  });
+
+  it("makes operation ids of its own and does not notify for an event its own operation caused", () => {
+    const { client, socket } = setup();
+    const deliveries: [string | undefined, boolean][] = [];
+    client.addMessageListener((message, { notify }) => {
+      if (message.type === 'task_update') deliveries.push([message.op_id, notify]);
+    });
+    const mine = client.createOperationId();
+    expect(client.createOperationId()).not.toBe(mine);
+    expect(mine).toMatch(/^[0-9a-z]{8}\.\d+$/);
+    client.connect();
+    socket().accept();
+    socket().receive(taskUpdate(1, { op_id: mine }));
+    socket().receive(taskUpdate(2));
+    socket().receive(taskUpdate(3, { op_id: 'another-tab.1' }));
+    expect(deliveries).toEqual([
+      [mine, false],
+      [undefined, true],
+      ['another-tab.1', true],
+    ]);
+  });
+
+  it('keeps a socket of its own with a WebSocket class of the app, or shareConnection: false', () => {
+    expect(setup().client.sharing).toBe('off');
+    const { WebSocket } = fakeWebSocketClass();
+    vi.stubGlobal('WebSocket', WebSocket);
+    const unshared = new WebSocketSyncClient(URL_, 'alice', { shareConnection: false });
+    clients.push(unshared);
+    unshared.connect();
+    expect(unshared.sharing).toBe('off');
+    vi.unstubAllGlobals();
+  });
+});
+
 describe('frames', () => {
   it('delivers task_update and ping to message listeners', () => {
     const { client, socket } = setup();
@@ -676,6 +738,48 @@ describe('close codes', () => {
     socket().serverClose(1012);
     await advance(100);
     expect(sockets).toHaveLength(2);
+  });
+
+  it('1012: while the service restarts, retries at a short pace that does not use up the attempts, then backs off', async () => {
+    const { client, sockets, socket } = setup({ random: () => 0.5, maxAttempts: 2, restartWindowMs: 10_000 });
+    client.connect();
+    socket().accept({ seq: 3, epoch: 'e1' });
+    socket().serverClose(1012);
+    await advance(500);
+    expect(sockets).toHaveLength(2);
+    // The service is not listening yet: a retry every second (0.5 to 1.5 s), far past maxAttempts.
+    for (let retry = 1; retry <= 8; retry += 1) {
+      socket().fail();
+      expect(client.getSnapshot()).toMatchObject({ status: 'connecting', retryCount: retry });
+      await advance(1_000);
+      expect(sockets).toHaveLength(retry + 2);
+    }
+    // Past the restart window the backoff takes over where it stands: 1 s, 2 s, then it stops.
+    vi.setSystemTime(Date.now() + 10_000);
+    socket().fail();
+    await advance(1_000);
+    socket().fail();
+    await advance(1_999);
+    expect(sockets).toHaveLength(11);
+    await advance(1);
+    socket().fail();
+    expect(client.getSnapshot()).toMatchObject({ status: 'error', error: 'retries_exhausted' });
+  });
+
+  it('1012: the service, back after many short retries, is resumed from', async () => {
+    const { client, sockets, socket } = setup({ random: () => 0.9 });
+    client.connect();
+    socket().accept({ seq: 3, epoch: 'e1' });
+    socket().serverClose(1012);
+    for (let retry = 0; retry < 20; retry += 1) {
+      await advance(1_400);
+      socket().fail();
+    }
+    await advance(1_400);
+    socket().accept({ seq: 3, epoch: 'e1', resumed: true });
+    expect(client.getSnapshot()).toMatchObject({ status: 'connected', retryCount: 0 });
+    expect(socket().query).toMatchObject({ since: '3', epoch: 'e1', reconnect: '1', attempts: '20' });
+    expect(sockets).toHaveLength(22);
   });
 
   it('1012 on a handshake that never completed is a failure, not a restart', () => {

@@ -9,8 +9,9 @@ vi.mock('sonner', () => ({ toast }));
 
 import { ConnectionIndicator } from '../src/connection-indicator.js';
 import { showTaskNotification } from '../src/notifications.js';
-import type { SyncClientOptions } from '../src/sync-client.js';
-import { TaskSyncProvider } from '../src/task-sync-provider.js';
+import type { TaskUpdateMessage } from '../src/protocol.js';
+import type { SyncClientOptions, WebSocketSyncClient } from '../src/sync-client.js';
+import { TaskSyncProvider, useTaskSyncConnection, type NotificationOptions } from '../src/task-sync-provider.js';
 import { createTaskStore, type TaskStore } from '../src/task-store.js';
 import { TASK_EVENT_ICONS } from '../src/toast-icons.js';
 import { fakeWebSocketClass, lastSocket, type FakeWebSocket } from './fake-websocket.js';
@@ -85,6 +86,33 @@ describe('TaskSyncProvider', () => {
     act(() => lastSocket(sockets).receive(update(1, 'task.created', { id: 1, title: 'Quiet' })));
     expect(store.getState().tasks).toHaveLength(1);
     expect(toast.success).not.toHaveBeenCalled();
+  });
+
+  it("notifies nothing of a change this tab's own action caused, and passes a dismissal to the other tabs once", () => {
+    const notify = vi.fn<(message: TaskUpdateMessage, options: NotificationOptions) => void>();
+    const dismissNotification = vi.fn<(id: string) => void>();
+    let client: WebSocketSyncClient | null = null;
+    function Actor(): null {
+      client = useTaskSyncConnection()?.client ?? null;
+      return null;
+    }
+    render(
+      <TaskSyncProvider userId={freshUser()} url={URL_} store={store} notify={notify} dismissNotification={dismissNotification} clientOptions={clientOptions}>
+        <Actor />
+      </TaskSyncProvider>,
+    );
+    act(() => lastSocket(sockets).accept());
+    const mine = (client as WebSocketSyncClient | null)?.createOperationId();
+    act(() => lastSocket(sockets).receive(update(1, 'task.created', { id: 1, title: 'Mine' }, { op_id: mine })));
+    act(() => lastSocket(sockets).receive(update(2, 'task.created', { id: 2, title: 'Theirs' })));
+    expect(store.getState().tasks.map((task) => task.title)).toEqual(['Mine', 'Theirs']);
+    expect(notify).toHaveBeenCalledTimes(1);
+    const [message, options] = notify.mock.calls[0] ?? [];
+    expect(message).toMatchObject({ id: 'evt-2' });
+    // The user dismisses it; taking it away then raises the dismissal again, which goes nowhere.
+    act(() => options?.onDismiss());
+    act(() => options?.onDismiss());
+    expect(dismissNotification).toHaveBeenCalledExactlyOnceWith('evt-2');
   });
 
   it('asks the app to refetch on resync_required', () => {
