@@ -6,8 +6,8 @@
  *
  * tsc cannot emit this itself: the sources read `import.meta` (the build-time environment, and the
  * URL of the shared worker), which CommonJS does not have. Here `import.meta` is an empty object,
- * so a CommonJS consumer gets no `import.meta.env` settings and no SharedWorker URL; the client
- * then shares its socket through Web Locks instead (docs/web-client.md).
+ * so a CommonJS consumer gets no `import.meta.env` settings and no worker URL; each tab then
+ * keeps a socket of its own (docs/web-client.md, "Connection sharing").
  */
 
 import { readdirSync, readFileSync } from 'node:fs';
