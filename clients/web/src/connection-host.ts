@@ -12,6 +12,7 @@
 import type { ConnectedMessage, ServerFrame } from './protocol.js';
 import {
   SocketConnection,
+  positionAfter,
   type ConnectionSnapshot,
   type ConnectionTimings,
   type ResumePosition,
@@ -126,6 +127,8 @@ export class ConnectionHost {
   readonly #rounds = new Map<number, TokenRound>();
   #roundsStarted = 0;
   #connected: ConnectedMessage | null = null;
+  /** The offset up to which the tabs were sent events: where the socket resumes from. */
+  #position: ResumePosition | null = null;
 
   constructor(config: SharedConnectionConfig, transport: HostTransport, environment: HostEnvironment) {
     this.#transport = transport;
@@ -135,12 +138,14 @@ export class ConnectionHost {
       config.userId,
       { ...config.timings, WebSocket: environment.WebSocket, getToken: ({ reason }) => this.#collectToken(reason) },
       {
+        position: () => this.#position,
         state: (snapshot) => {
           if (snapshot.status !== 'connected') this.#connected = null;
           transport.toAll({ t: 'state', snapshot });
         },
         frame: (frame) => {
           if (frame.type === 'connected') this.#connected = frame;
+          this.#position = positionAfter(this.#position, frame);
           const notify = frame.type === 'task_update' ? notificationTarget(this.#focus(), frame.op_id) : null;
           transport.toAll({ t: 'frame', frame, notify });
         },
@@ -200,14 +205,18 @@ export class ConnectionHost {
       tokens: message.tokens,
       unwatch: this.#environment.watchTab?.(message.tab, () => this.#drop(message.tab)),
     });
-    this.#connection.offerPosition(message.position);
-    const snapshot = this.#connection.snapshot;
+    // A new host, after a takeover, resumes from the oldest position the tabs offer in its epoch,
+    // so that no tab misses an event (tabs drop what they already have). A tab that joins behind
+    // a live socket finds the gap in the next offset, and refetches.
+    const offered = message.position;
+    const held = this.#position;
+    if (offered && (!held || (held.epoch === offered.epoch && offered.seq < held.seq))) this.#position = offered;
     this.#transport.toTab(message.tab, {
       t: 'welcome',
       host: this.#environment.id,
-      snapshot,
+      snapshot: this.#connection.snapshot,
       connected: this.#connected,
-      position: this.#connection.position,
+      position: this.#position,
     });
     this.#connection.connect();
   }

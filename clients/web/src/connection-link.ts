@@ -63,6 +63,8 @@ export interface LinkSetup {
 /** A socket of the tab's own: every event's notification is this tab's, unless it acted. */
 export function localLink({ url, userId, tabId, options, WebSocket, sink }: LinkSetup): ConnectionLink {
   const connection = new SocketConnection(url, userId, { ...options, WebSocket }, {
+    // A client connected again after `disconnect()` resumes where it stood.
+    position: () => sink.position(),
     state: (snapshot) => sink.state(snapshot),
     frame: (frame) => sink.frame(frame, frame.type === 'task_update' && operationTab(frame.op_id) === tabId ? null : tabId),
     resync: (request) => sink.resync(request),
@@ -71,8 +73,6 @@ export function localLink({ url, userId, tabId, options, WebSocket, sink }: Link
   return {
     open() {
       sink.sharing('off');
-      // A client connected again after `disconnect()` resumes where it stood.
-      connection.offerPosition(sink.position());
       connection.connect();
     },
     close: () => connection.disconnect(),

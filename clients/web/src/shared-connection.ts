@@ -153,17 +153,28 @@ export function openLink(setup: LinkSetup, environment: SharingEnvironment = bro
     cleanups.push(() => channel.close());
     // A host, if there is one, hears this; a host started later asks every tab to attach.
     attach();
-    holdLock(locks, lockName(scope, 'leader'), stopping.signal).then((release) => {
-      cleanups.push(release);
+    holding(lockName(scope, 'leader'), () => {
       sink.sharing('leader');
       lead(start);
-    }, ignore);
+    });
   }
 
   /** This tab leads: its own worker holds the socket for all the user's tabs. */
   function lead(start: (name: string) => Worker): void {
     leading?.terminate();
     leading = started(start(scope));
+  }
+
+  /** Once lock `name` is held (and released when the link stops), `then`, unless it stopped meanwhile. */
+  function holding(name: string, then: () => void): void {
+    holdLock(locks, name, stopping.signal).then((release) => {
+      if (stopping.signal.aborted) {
+        release();
+        return;
+      }
+      cleanups.push(release);
+      then();
+    }, ignore);
   }
 
   function stop(): void {
@@ -177,11 +188,10 @@ export function openLink(setup: LinkSetup, environment: SharingEnvironment = bro
     open() {
       sink.sharing(channelled ? 'follower' : 'worker');
       // The host watches this lock: held before attaching, released when the tab goes.
-      holdLock(locks, lockName(scope, 'tab', tabId), stopping.signal).then((release) => {
-        cleanups.push(release);
+      holding(lockName(scope, 'tab', tabId), () => {
         if (channelled) joinChannel(Channel, startWorker);
         else if (startSharedWorker) joinSharedWorker(startSharedWorker);
-      }, ignore);
+      });
     },
     close() {
       post({ t: 'detach', tab: tabId });

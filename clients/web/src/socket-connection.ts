@@ -124,10 +124,12 @@ export interface SocketOptions extends Partial<ConnectionTimings> {
   random?: () => number;
 }
 
-/** Where a SocketConnection reports to. */
+/** Where a SocketConnection reports to, and learns where to resume from. */
 export interface SocketObserver {
+  /** The position the next handshake resumes from (see `positionAfter`). */
+  position(): ResumePosition | null;
   state(snapshot: ConnectionSnapshot): void;
-  /** Every valid frame, after the connection has acted on it (pong, offsets, heartbeat). */
+  /** Every valid frame, after the connection has acted on it (pong, heartbeat). */
   frame(frame: ServerFrame): void;
   /** A refetch the connection asks for itself (`resume_unsupported`). */
   resync(request: ResyncRequest): void;
@@ -200,6 +202,29 @@ export function connectionTimings(options: Partial<ConnectionTimings>): Connecti
   return timings;
 }
 
+/**
+ * Where a client stands after `frame`, having stood at `held`: the resume rule of
+ * docs/protocol.md. A `task_update` moves it forward (replays and live events can interleave
+ * around a reconnect: never backwards within an epoch); `resync_required` sets it (the app
+ * refetches everything up to there); a `connected` frame sets it to the server's newest offset
+ * unless a resume succeeded, whose replay then advances it (jumping ahead first would lose the
+ * replay if the socket dropped halfway).
+ */
+export function positionAfter(held: ResumePosition | null, frame: ServerFrame): ResumePosition | null {
+  const { seq, epoch } = frame as { seq?: number; epoch?: string };
+  if (seq === undefined || epoch === undefined) return held;
+  switch (frame.type) {
+    case 'connected':
+      return frame.resumed === true ? held : { seq, epoch };
+    case 'task_update':
+      return held?.epoch === epoch && held.seq >= seq ? held : { seq, epoch };
+    case 'resync_required':
+      return { seq, epoch };
+    default:
+      return held;
+  }
+}
+
 /** `retry`: the next connection attempt; `watchdog`: heartbeat; `refresh`: token refresh. */
 type TimerName = 'retry' | 'watchdog' | 'refresh';
 
@@ -247,7 +272,6 @@ export class SocketConnection {
   #authRetried = false;
   /** Whether a connection was established since `connect()`: later handshakes are reconnects. */
   #hadConnection = false;
-  #position: ResumePosition | null = null;
 
   readonly #timers: Record<TimerName, ReturnType<typeof setTimeout> | undefined> = {
     retry: undefined,
@@ -268,22 +292,6 @@ export class SocketConnection {
 
   get snapshot(): ConnectionSnapshot {
     return this.#snapshot;
-  }
-
-  /** Where a reconnect resumes from: the last offset and epoch seen. */
-  get position(): ResumePosition | null {
-    return this.#position;
-  }
-
-  /**
-   * Offers a position a tab holds, before a socket is opened: the connection resumes from the
-   * oldest one offered in its epoch, so that no tab sharing it misses an event (tabs drop what
-   * they already have). Ignored while a socket is open or opening.
-   */
-  offerPosition(position: ResumePosition | null): void {
-    if (!position || this.#socket) return;
-    const held = this.#position;
-    if (!held || (held.epoch === position.epoch && position.seq < held.seq)) this.#position = position;
   }
 
   /** Starts connecting; a no-op while already connecting or connected. */
@@ -432,9 +440,10 @@ export class SocketConnection {
   #handshakeUrl(): string {
     const url = new URL(this.#url);
     url.searchParams.set('user_id', this.#userId);
-    if (this.#position) {
-      url.searchParams.set('since', String(this.#position.seq));
-      url.searchParams.set('epoch', this.#position.epoch);
+    const position = this.#observer.position();
+    if (position) {
+      url.searchParams.set('since', String(position.seq));
+      url.searchParams.set('epoch', position.epoch);
     }
     if (this.#hadConnection) url.searchParams.set('reconnect', '1');
     if (this.#hadConnection || this.#failedAttempts > 0) {
@@ -454,23 +463,11 @@ export class SocketConnection {
       return;
     }
     const frame = parsed.frame;
-    switch (frame.type) {
-      case 'connected':
-        this.#onConnected(frame);
-        return;
-      case 'ping':
-        this.#send({ type: 'pong' });
-        break;
-      case 'task_update':
-        if (frame.seq !== undefined && frame.epoch !== undefined) this.#advance(frame.seq, frame.epoch);
-        break;
-      case 'resync_required':
-        // The app refetches everything up to here; live events continue after this offset.
-        this.#position = { seq: frame.seq, epoch: frame.epoch };
-        break;
-      case 'error':
-        break;
+    if (frame.type === 'connected') {
+      this.#onConnected(frame);
+      return;
     }
+    if (frame.type === 'ping') this.#send({ type: 'pong' });
     this.#observer.frame(frame);
   }
 
@@ -478,11 +475,6 @@ export class SocketConnection {
     if (frame.heartbeat_interval !== undefined) {
       this.#heartbeatMs = frame.heartbeat_interval * 1000;
       this.#armWatchdog();
-    }
-    // After a successful resume the replay follows and advances the position itself; jumping to
-    // the server's newest offset first would lose the replay if the socket dropped halfway.
-    if (frame.resumed !== true && frame.seq !== undefined && frame.epoch !== undefined) {
-      this.#position = { seq: frame.seq, epoch: frame.epoch };
     }
     const isReconnect = this.#hadConnection;
     this.#socketConfirmed = true;
@@ -496,12 +488,6 @@ export class SocketConnection {
     this.#scheduleTokenRefresh();
     this.#observer.frame(frame);
     if (isReconnect && frame.resumed === undefined) this.#observer.resync({ reason: 'resume_unsupported' });
-  }
-
-  #advance(seq: number, epoch: string): void {
-    // Replays and live events can interleave around a reconnect; never move backwards.
-    if (this.#position && this.#position.epoch === epoch && this.#position.seq >= seq) return;
-    this.#position = { seq, epoch };
   }
 
   #send(frame: ClientFrame): void {

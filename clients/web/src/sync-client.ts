@@ -15,14 +15,15 @@ import {
   type SharingMode,
 } from './connection-link.js';
 import { callSafely } from './listeners.js';
-import type { ConnectedMessage, ServerErrorMessage, ServerFrame, TaskUpdateMessage, WebSocketMessage } from './protocol.js';
-import type {
-  ConnectionSnapshot,
-  ConnectionStatus,
-  ResumePosition,
-  ResyncRequest,
-  SocketOptions,
-  WebSocketConstructor,
+import type { ConnectedMessage, ServerErrorMessage, ServerFrame, WebSocketMessage } from './protocol.js';
+import {
+  positionAfter,
+  type ConnectionSnapshot,
+  type ConnectionStatus,
+  type ResumePosition,
+  type ResyncRequest,
+  type SocketOptions,
+  type WebSocketConstructor,
 } from './socket-connection.js';
 import { openLink } from './shared-connection.js';
 import { newTabId, operationId } from './toast-coordinator.js';
@@ -84,7 +85,7 @@ type EventListener<K extends keyof SyncClientEvents> = K extends 'message'
   ? MessageListener
   : (payload: SyncClientEvents[K]) => void;
 
-type EventListeners = { [K in keyof SyncClientEvents]: Set<EventListener<K>> };
+type EventListeners = { [K in keyof SyncClientEvents]?: Set<EventListener<K>> };
 
 const QUIET: MessageDelivery = { notify: false };
 
@@ -97,13 +98,8 @@ export class WebSocketSyncClient {
   /** This client's id among the tabs sharing its connection; its operation ids start with it. */
   readonly #tabId = newTabId();
   #operations = 0;
-  readonly #listeners: EventListeners = {
-    message: new Set(),
-    connected: new Set(),
-    resync_required: new Set(),
-    server_error: new Set(),
-    notification_dismissed: new Set(),
-  };
+  /** Created on first use: most apps listen to one or two events. */
+  readonly #listeners: EventListeners = {};
   readonly #stateListeners = new Set<() => void>();
 
   #link: ConnectionLink | null = null;
@@ -163,7 +159,7 @@ export class WebSocketSyncClient {
   // ---- events ---------------------------------------------------------------------------------
 
   on<K extends keyof SyncClientEvents>(type: K, listener: EventListener<K>): () => void {
-    const listeners: Set<EventListener<K>> = this.#listeners[type];
+    const listeners = ((this.#listeners as Record<K, Set<EventListener<K>> | undefined>)[type] ??= new Set());
     listeners.add(listener);
     return () => listeners.delete(listener);
   }
@@ -174,7 +170,7 @@ export class WebSocketSyncClient {
   }
 
   removeMessageListener(listener: MessageListener): void {
-    this.#listeners.message.delete(listener);
+    this.#listeners.message?.delete(listener);
   }
 
   /** The app's hook to refetch its task list; returns the unsubscribe function. */
@@ -286,23 +282,29 @@ export class WebSocketSyncClient {
 
   #onFrame(frame: ServerFrame, notify: string | null): void {
     this.#stats.framesReceived += 1;
+    const held = this.#position;
+    this.#position = positionAfter(held, frame);
     switch (frame.type) {
       case 'connected':
-        if (frame.resumed !== true && frame.seq !== undefined && frame.epoch !== undefined) {
-          this.#position = { seq: frame.seq, epoch: frame.epoch };
-        }
         this.#emit('connected', frame);
         return;
       case 'ping':
         this.#deliver(frame, QUIET);
         return;
       case 'task_update':
-        if (!this.#isNew(frame)) return;
+        // After a takeover the shared socket resumes from the oldest position among the tabs, so
+        // the others see again what they already have; a tab that finds a hole (it joined behind
+        // the others) asks for a refetch.
+        if (held && frame.seq !== undefined && held.epoch === frame.epoch) {
+          if (frame.seq <= held.seq) return;
+          if (frame.seq > held.seq + 1) {
+            this.#emit('resync_required', { reason: 'missed_events', seq: frame.seq - 1, epoch: held.epoch });
+          }
+        }
         this.#deliver(frame, { notify: notify === this.#tabId });
         return;
       case 'resync_required':
         // The app refetches everything up to here; live events continue after this offset.
-        this.#position = { seq: frame.seq, epoch: frame.epoch };
         this.#emit('resync_required', frame);
         return;
       case 'error':
@@ -311,29 +313,12 @@ export class WebSocketSyncClient {
     }
   }
 
-  /**
-   * Whether this tab has yet to receive `update`, advancing its position. After a takeover the
-   * shared socket resumes from the oldest position among the tabs, so the others see again what
-   * they already have; a tab that finds a hole (it joined behind the others) asks for a refetch.
-   */
-  #isNew(update: TaskUpdateMessage): boolean {
-    const { seq, epoch } = update;
-    if (seq === undefined || epoch === undefined) return true;
-    const held = this.#position;
-    if (held?.epoch === epoch) {
-      if (seq <= held.seq) return false;
-      if (seq > held.seq + 1) this.#emit('resync_required', { reason: 'missed_events', seq: seq - 1, epoch });
-    }
-    this.#position = { seq, epoch };
-    return true;
-  }
-
   #deliver(message: WebSocketMessage, delivery: MessageDelivery): void {
-    for (const listener of [...this.#listeners.message]) callSafely((payload) => listener(payload, delivery), message);
+    for (const listener of [...(this.#listeners.message ?? [])]) callSafely((payload) => listener(payload, delivery), message);
   }
 
   #emit<K extends Exclude<keyof SyncClientEvents, 'message'>>(type: K, payload: SyncClientEvents[K]): void {
-    for (const listener of [...this.#listeners[type]]) callSafely(listener as (value: SyncClientEvents[K]) => void, payload);
+    for (const listener of [...(this.#listeners[type] ?? [])]) callSafely(listener as (value: SyncClientEvents[K]) => void, payload);
   }
 
   // ---- browser signals ----------------------------------------------------------------------

@@ -122,10 +122,11 @@ describe('tabs', () => {
     host.receive({ t: 'token', tab: 'a', request: sent('a', 'token?')[0]?.request ?? 0, token: null, failed: false });
     await vi.advanceTimersByTimeAsync(0);
     expect(socket().query).toMatchObject({ since: '7', epoch: 'e1' });
-    // Once the socket is open, a late tab does not change where it resumed from.
-    attach('d', { position: at(2) });
+    // The replay moves it forward, and a tab that joins later starts from there.
     socket().accept({ resumed: true });
-    expect(sent('d', 'welcome')[0]?.position).toEqual(at(7));
+    socket().receive(taskUpdate(8));
+    attach('d');
+    expect(sent('d', 'welcome')[0]?.position).toEqual(at(8));
   });
 
   it('passes a dismissal on to every tab', () => {
