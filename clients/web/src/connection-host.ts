@@ -1,7 +1,7 @@
 /**
  * ConnectionHost: the one socket that the tabs of a user share, and the tabs it serves. It runs in
- * the shared worker, or in the leader tab where there is none (docs/web-client.md, "Connection
- * sharing"), and speaks to the tabs only in the messages below, which a MessagePort or a
+ * the user's shared worker, or where there is none in the leader tab's own worker
+ * (shared-worker.ts; docs/web-client.md, "Connection sharing"), and speaks to the tabs only in the messages below, which a MessagePort or a
  * BroadcastChannel carries as they are.
  *
  * To the service it is one ordinary client of protocol v1. To the tabs it relays every frame,
@@ -155,11 +155,6 @@ export class ConnectionHost {
     );
   }
 
-  /** How many tabs are attached. */
-  get tabCount(): number {
-    return this.#tabs.size;
-  }
-
   receive(message: TabMessage): void {
     switch (message.t) {
       case 'attach':
@@ -189,12 +184,6 @@ export class ConnectionHost {
         this.#transport.toAll(message);
         return;
     }
-  }
-
-  /** Closes the socket and forgets every tab: the leader resigns, or the last tab left. */
-  close(): void {
-    for (const tabId of [...this.#tabs.keys()]) this.#drop(tabId);
-    this.#connection.disconnect();
   }
 
   #attach(message: Extract<TabMessage, { t: 'attach' }>): void {

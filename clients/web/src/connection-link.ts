@@ -1,7 +1,7 @@
 /**
  * How a tab's WebSocketSyncClient reaches its connection: through a link. The local link owns a
  * socket of its own; the shared links (shared-connection.ts) attach to a ConnectionHost in the
- * shared worker or the leader tab. Every link reports to the client through the same sink, so the
+ * shared worker or the leader tab's worker. Every link reports to the client through the same sink, so the
  * client behaves the same whichever one it has.
  */
 
@@ -18,7 +18,8 @@ import { operationTab } from './toast-coordinator.js';
 
 /**
  * Where this tab's connection lives: `off` a socket of its own (not shared), `worker` the shared
- * worker's socket, `leader` a socket this tab holds for the others, `follower` the leader tab's.
+ * worker's socket, `leader` the socket of this tab's worker, held for all the user's tabs,
+ * `follower` the leader tab's.
  */
 export type SharingMode = 'off' | 'worker' | 'leader' | 'follower';
 

@@ -17,8 +17,8 @@ import { holdLock, webLocks, whenReleased } from './leader-election.js';
 import { connectionTimings } from './socket-connection.js';
 import { normalizeToken, type TokenRequestReason } from './token.js';
 
-/** What sharing needs from the browser; tests pass their own. */
-export interface SharingEnvironment {
+/** What sharing needs from the browser. */
+interface SharingEnvironment {
   locks: LockManager | undefined;
   BroadcastChannel: typeof BroadcastChannel | undefined;
   /** Starts (or joins) the shared worker named `name`; undefined where there is none. */
@@ -30,7 +30,7 @@ export interface SharingEnvironment {
 /** What travels on the BroadcastChannel: a tab's message, the host's to one tab or all, or a new host. */
 export type ChannelMessage = { tab: TabMessage } | { host: HostMessage; to?: string } | { hostStarted: string };
 
-export function browserSharing(): SharingEnvironment {
+function browserSharing(): SharingEnvironment {
   const scope = globalThis as { BroadcastChannel?: typeof BroadcastChannel; SharedWorker?: unknown; Worker?: unknown };
   // A CommonJS build has no `import.meta.url` to find the worker script by: no sharing there.
   const found = typeof import.meta.url === 'string';
@@ -52,8 +52,8 @@ export function browserSharing(): SharingEnvironment {
  * The link for a client whose tabs share their connection: to the shared worker, else to the
  * leader tab's worker, else (no Web Locks, no workers) a socket of the tab's own.
  */
-export function openLink(setup: LinkSetup, environment: SharingEnvironment = browserSharing()): ConnectionLink {
-  const { locks: found, BroadcastChannel: Channel, startSharedWorker, startWorker } = environment;
+export function openLink(setup: LinkSetup): ConnectionLink {
+  const { locks: found, BroadcastChannel: Channel, startSharedWorker, startWorker } = browserSharing();
   const { tabId, sink, options } = setup;
   const channelled = !startSharedWorker && Channel && startWorker;
   if (!found || !(startSharedWorker ?? channelled)) return localLink(setup);

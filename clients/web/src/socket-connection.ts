@@ -183,7 +183,7 @@ const HEARTBEAT_GRACE_MS = 1_000;
 
 const OPEN = 1;
 
-export const DEFAULT_TIMINGS: ConnectionTimings = {
+const DEFAULT_TIMINGS: ConnectionTimings = {
   ...DEFAULT_BACKOFF,
   maxAttempts: 10,
   restartJitterMs: 1_000,

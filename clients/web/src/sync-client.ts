@@ -1,7 +1,7 @@
 /**
  * WebSocketSyncClient: one user's connection to the TaskSync service, as one tab sees it. The
  * socket itself (reconnect, resume, heartbeat, tokens, close codes) is a SocketConnection, which
- * lives in this tab or, shared with the user's other tabs, in a shared worker or a leader tab
+ * lives in this tab or, shared with the user's other tabs, in a shared worker or a leader tab's worker
  * (docs/web-client.md, "Connection sharing"). Either way this client delivers the same frames
  * in the same order, and tells each tab whether an event's notification is its to show.
  */
@@ -75,7 +75,7 @@ export interface SyncClientEvents {
 export interface SyncClientOptions extends SocketOptions {
   /**
    * Share one socket among all tabs of this user and service (default true, where the browser
-   * allows it and no `WebSocket` class is given): through a shared worker, else a leader tab.
+   * allows it and no `WebSocket` class is given): through a shared worker, else a leader tab's worker.
    */
   shareConnection?: boolean;
 }

@@ -43,7 +43,10 @@ function setup() {
       },
     },
   );
-  hosts.push(host);
+  // Every tab leaves at the end of the test, and the host closes its socket.
+  cleanups.push(() => {
+    for (const tab of inbox.keys()) host.receive({ t: 'detach', tab });
+  });
   function attach(tab: string, extra: Partial<Extract<TabMessage, { t: 'attach' }>> = {}): void {
     inbox.set(tab, inbox.get(tab) ?? []);
     host.receive({ t: 'attach', tab, config: CONFIG, position: null, focusedAt: 0, tokens: false, ...extra });
@@ -55,14 +58,14 @@ function setup() {
   return { host, sockets, socket: () => lastSocket(sockets), attach, sent, gone };
 }
 
-const hosts: ConnectionHost[] = [];
+const cleanups: (() => void)[] = [];
 
 beforeEach(() => {
   vi.useFakeTimers();
 });
 
 afterEach(() => {
-  for (const host of hosts.splice(0)) host.close();
+  for (const cleanup of cleanups.splice(0)) cleanup();
   vi.useRealTimers();
 });
 
