@@ -75,10 +75,20 @@ class Publisher:
         task: dict[str, Any],
         event_id: str | None = None,
         occurred_at: str | None = None,
+        op_id: str | None = None,
     ) -> str:
-        """Publish one event; returns its id. Raises PublishError."""
+        """Publish one event; returns its id. Raises PublishError. `op_id` is the operation id
+        of the user action that caused the event, when the client sent one (docs/protocol.md,
+        "Operation ids"): the tab that acted then raises no toast for its own change."""
         event_id = event_id or uuid.uuid4().hex
-        payload = {"event": event, "user_id": user_id, "task": task, "occurred_at": occurred_at or utc_now_iso()}
+        payload: dict[str, Any] = {
+            "event": event,
+            "user_id": user_id,
+            "task": task,
+            "occurred_at": occurred_at or utc_now_iso(),
+        }
+        if op_id is not None:
+            payload["op_id"] = op_id
         if self.mode == "dapr":
             # A structured CloudEvent of our own, so the id survives Dapr's envelope.
             body = {

@@ -8,6 +8,7 @@ import httpx
 
 from tasksync.client import SyncClient
 from tasksync.protocol import Connected, Ping, TaskUpdate
+from tasksync.publisher import Publisher
 from tests.support.events import cloudevent, payload
 from tests.support.servers import ServiceProcess
 
@@ -107,3 +108,11 @@ async def test_same_event_id_twice_is_delivered_once(dev_service):
         await publish_http(dev_service, payload("fay", title="marker"))
         assert (await next_update(fay)).task["title"] == "once"
         assert (await next_update(fay)).task["title"] == "marker"
+
+
+async def test_the_publisher_passes_an_operation_id_through_to_the_socket(dev_service):
+    async with Publisher.for_http(dev_service.http) as publisher, SyncClient(dev_service.ws, user_id="actor") as tab:
+        await publisher.publish("task.created", user_id="actor", task={"id": 1}, op_id="tab-7.1")
+        await publisher.publish("task.updated", user_id="actor", task={"id": 1})
+        first, second = await next_update(tab), await next_update(tab)
+    assert (first.op_id, second.op_id) == ("tab-7.1", None)
