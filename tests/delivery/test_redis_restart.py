@@ -34,6 +34,7 @@ import redis
 
 from tasksync.broker import BrokerUnavailable
 from tasksync.broker.redis import RedisBroker
+from tasksync.broker.redis_layout import user_keys
 from tasksync.client import SyncClient
 from tasksync.events import TaskEvent
 from tasksync.protocol import ResyncRequired, TaskUpdate
@@ -42,6 +43,7 @@ from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
 
 USERS = ("ann", "ben")
+ANN = user_keys("tasksync", "ann")
 # Events acknowledged before Redis goes down, and after it is back (then publishing stops).
 BEFORE_OUTAGE = 20
 AFTER_RESTART = 10
@@ -300,7 +302,7 @@ async def test_a_redis_that_lost_its_last_writes_makes_every_tab_resync_then_sen
         await asyncio.to_thread(volatile_redis.kill)
         await asyncio.to_thread(volatile_redis.restart)
         with redis.Redis(port=volatile_redis.port) as admin:
-            assert admin.get("tasksync:seq:ann") == str(KEPT).encode(), "Redis did not come back as of the SAVE"
+            assert admin.hget(ANN.head, "seq") == str(KEPT).encode(), "Redis did not come back as of the SAVE"
         after = await rounds.publish(AFTER_LOSS)
         await eventually(
             lambda: received(tabs, {u: n[-1] for u, n in after.items()}),
@@ -385,7 +387,7 @@ async def test_a_replica_finds_lost_writes_by_its_last_delivered_event_when_the_
     names = [f"kept-{n}" for n in range(KEPT)] + [f"lost-{n}" for n in range(LOST)]
     assert timeline[: KEPT + LOST] == [(epoch, seq, name) for seq, name in enumerate(names, start=1)]
     with redis.Redis(port=volatile_redis.port) as admin:
-        new_epoch = admin.get("tasksync:epoch").decode()
+        new_epoch = admin.hget(ANN.head, "epoch").decode()
     assert new_epoch != epoch
     # after-0 (seq 5) is covered only by the refetch resync_required asks for.
     assert timeline[KEPT + LOST :] == [(new_epoch, KEPT + 2, "after-1"), (new_epoch, KEPT + 3, "after-2")]
@@ -403,14 +405,14 @@ async def test_a_foreign_message_on_a_user_channel_costs_a_log_line_and_the_list
     publisher = RetryingPublisher([replica.http])
     try:
         with redis.Redis(port=redis_server.port) as admin:
-            assert admin.publish("tasksync:user:ann", b"3 r-foreign 0 {\"not\": \"an event\"}") == 1
-            assert admin.publish("tasksync:user:ann", b"garbage") == 1
-            # Well formed, next in ben's stream, but on ann's channel: whoever wrote it is not
-            # the publish script, which puts a user's events on that user's channel only.
-            epoch = admin.get("tasksync:epoch").decode()
-            smuggled = {"id": "smuggled", "user_id": "ben", "event": "task.created", "task": {"n": 99},
-                        "occurred_at": "2026-01-01T00:00:00.000Z", "source": "http"}
-            assert admin.publish("tasksync:user:ann", f"1 {epoch} 0 {json.dumps(smuggled)}".encode()) == 1
+            assert admin.publish(ANN.channel, b"3 r-foreign 0 {\"not\": \"an event\"}") == 1
+            assert admin.publish(ANN.channel, b"garbage") == 1
+            # A well-formed header, next in ann's stream, but no task_update frame behind it: an
+            # event JSON, as another version of TaskSync might publish.
+            epoch = admin.hget(ANN.head, "epoch").decode()
+            foreign = {"id": "foreign", "user_id": "ann", "event": "task.created", "task": {"n": 99},
+                       "occurred_at": "2026-01-01T00:00:00.000Z", "source": "http"}
+            assert admin.publish(ANN.channel, f"1 {epoch} 0 7\nforeign{json.dumps(foreign)}".encode()) == 1
         for n in (1, 2):
             await publisher.publish(
                 {"id": f"after-garbage-{n}", "event": "task.updated", "user_id": "ann", "task": {"n": n}}
@@ -447,9 +449,9 @@ async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_o
         # Pub/sub loses what is published now, as it does while a listener reconnects.
         on_message, losing = broker._on_message, True
 
-        async def lossy(user_id: str, data: bytes) -> None:
+        def lossy(user_id: str, data: bytes) -> None:
             if not losing:
-                await on_message(user_id, data)
+                on_message(user_id, data)
 
         broker._on_message = lossy
         for n in range(3):
@@ -493,3 +495,34 @@ async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_o
     finally:
         await broker.stop()
         await publisher.stop()
+
+
+async def test_a_client_of_the_single_redis_layout_resumes_into_a_resync(start_service, redis_server):
+    """Redis still holds what a TaskSync on the single-Redis layout wrote (a global epoch, ann's
+    offset and history under the old key names); the new version reads none of it, so the tab
+    that resumes from ann's old offset and epoch is told to resync, then gets her next event."""
+    with redis.Redis(port=redis_server.port) as admin:
+        admin.set("tasksync:epoch", "r-oldlayout")
+        admin.set("tasksync:writes", 5)
+        admin.set("tasksync:seq:ann", 5)
+        for seq in range(1, 6):
+            admin.xadd("tasksync:history:ann", {"e": "{}", "t": 0, "p": "r-oldlayout"}, id=f"{seq}-0")
+    replica = start_service("--dev", "--broker", redis_server.url)
+    tab = SyncClient(replica.ws, user_id="ann")
+    tab.last_seq, tab.epoch = 5, "r-oldlayout"
+    publisher = RetryingPublisher([replica.http])
+    try:
+        connected = await tab.connect()
+        assert not connected.resumed and connected.epoch != "r-oldlayout"
+        async with asyncio.timeout(30):
+            notice = await tab.receive()
+            assert isinstance(notice, ResyncRequired), notice
+            assert (notice.reason, notice.seq, notice.epoch) == ("epoch_changed", 0, connected.epoch)
+            await publisher.publish({"id": "new-1", "event": "task.updated", "user_id": "ann", "task": {"n": 1}})
+            update = await tab.receive()
+            while not isinstance(update, TaskUpdate):
+                update = await tab.receive()
+        assert (update.seq, update.epoch, update.task["n"]) == (1, connected.epoch, 1)
+    finally:
+        await publisher.aclose()
+        await tab.close()

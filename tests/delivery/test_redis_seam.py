@@ -9,8 +9,6 @@ redis-server, in one event loop and without sockets, so the lagging listener can
 
 from __future__ import annotations
 
-import asyncio
-
 from tasksync.broker.redis import RedisBroker
 from tasksync.connection import LIVE, Connection
 from tasksync.events import TaskEvent
@@ -37,18 +35,12 @@ async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_
         await node.open_stream(live, None, first=True)
         epoch = live.epoch
 
-        # Hold the listener at the next pub/sub message, as a busy event loop would.
-        held, release = asyncio.Event(), asyncio.Event()
+        # Hold the next pub/sub message back from the listener, as a busy event loop would.
+        held: list[tuple[str, bytes]] = []
         on_message = broker._on_message
-
-        async def lagging(user_id: str, data: bytes) -> None:
-            held.set()
-            await release.wait()
-            await on_message(user_id, data)
-
-        broker._on_message = lagging
+        broker._on_message = lambda user_id, data: held.append((user_id, data))
         await broker.publish(TaskEvent(id="e1", user_id=USER, event="task.created", task={}, occurred_at="t"))
-        await eventually(held.is_set, what="the listener holding the message of seq 1")
+        await eventually(lambda: held, what="the listener holding the message of seq 1")
 
         # A second tab resumes from 0: history already holds seq 1, so the replay carries it.
         resuming_socket = RecordingTransport()
@@ -58,9 +50,13 @@ async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_
         assert resuming.state is LIVE
 
         # Now the listener delivers seq 1 live, to every tab of the user.
-        release.set()
-        await eventually(lambda: live_socket.seqs(), what="seq 1 delivered live")
-        assert live_socket.seqs() == [1]
-        assert resuming_socket.seqs() == [1], "the resumed tab got seq 1 from the replay and again live"
+        broker._on_message = on_message
+        for user_id, data in held:
+            on_message(user_id, data)
+        # A marker behind it: once both tabs wrote it, anything seq 1 caused was written too.
+        await broker.publish(TaskEvent(id="e2", user_id=USER, event="task.created", task={}, occurred_at="t"))
+        await eventually(lambda: 2 in live_socket.seqs() and 2 in resuming_socket.seqs(), what="the marker")
+        assert live_socket.seqs() == [1, 2]
+        assert resuming_socket.seqs() == [1, 2], "the resumed tab got seq 1 from the replay and again live"
     finally:
         await broker.stop()

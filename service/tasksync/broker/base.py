@@ -9,7 +9,7 @@ receives `Delivery` values for the users it holds connections of.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -70,9 +70,12 @@ class Broker(abc.ABC):
 
     - `publish` assigns the user's next offset, stores the event in the user's bounded history
       and hands a `Delivery` to the sink of every process holding that user's connections. It
-      returns None for an event id already seen within the dedupe window (nothing delivered).
-      It raises BrokerUnavailable when the event could not be stored: the caller must not
-      acknowledge it.
+      returns None for an event id already seen for that user within the dedupe window
+      (nothing delivered). It raises BrokerUnavailable when the event could not be stored: the
+      caller must not acknowledge it.
+    - `publish_many` publishes a batch, in order, and answers each event as `publish` would,
+      with the BrokerUnavailable in place of the raise: events after one that failed may still
+      have been stored (a broker that pipelines sends them all at once).
     - Offsets per user start at 1 and grow by one per event within an epoch; a new epoch means
       offsets restarted and older offsets mean nothing.
     - `replay` returns the events after `since` in order, or a resync reason when history no
@@ -100,6 +103,16 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, event: TaskEvent) -> Delivery | None: ...
+
+    async def publish_many(self, events: Sequence[TaskEvent]) -> list[Delivery | BrokerUnavailable | None]:
+        """Each event's outcome: its Delivery, None (a duplicate), or why it was not stored."""
+        outcomes: list[Delivery | BrokerUnavailable | None] = []
+        for event in events:
+            try:
+                outcomes.append(await self.publish(event))
+            except BrokerUnavailable as error:
+                outcomes.append(error)
+        return outcomes
 
     @abc.abstractmethod
     async def position(self, user_id: str) -> Position: ...

@@ -31,7 +31,9 @@ class _UserLog:
 
 
 class DedupeWindow:
-    """Event ids seen within the last `window` seconds, bounded to `max_ids` entries."""
+    """Event ids seen within the last `window` seconds, bounded to `max_ids` entries. An id is
+    a (user id, event id) pair: dedupe is per user, as in the Redis broker, whose dedupe keys
+    live in the user's hash slot."""
 
     # Expired ids are swept at most this often: a sweep per event would cost every publish a
     # look at the oldest entry. Between sweeps an expired id is recognised by its own time.
@@ -40,10 +42,10 @@ class DedupeWindow:
     def __init__(self, window: float, max_ids: int) -> None:
         self.window = window
         self.max_ids = max_ids
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._next_sweep = float("-inf")
 
-    def first_sighting(self, event_id: str, now: float) -> bool:
+    def first_sighting(self, event_id: tuple[str, str], now: float) -> bool:
         """Record `event_id`; False if it was already seen inside the window."""
         if now >= self._next_sweep:
             self.sweep(now)
@@ -127,7 +129,7 @@ class MemoryBroker(Broker):
 
     async def publish(self, event: TaskEvent) -> Delivery | None:
         now = self._clock()
-        if not self._dedupe.first_sighting(event.id, now):
+        if not self._dedupe.first_sighting((event.user_id, event.id), now):
             return None
         log = self._logs.get(event.user_id)
         if log is None:

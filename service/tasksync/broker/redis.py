@@ -1,35 +1,49 @@
 """The Redis broker: offsets, history and dedupe in Redis, fan-out over Redis pub/sub.
 
-Data model (one Redis, or Sentinel; not Redis Cluster: the publish script touches a global key):
+Data model (one Redis, Sentinel, or Redis Cluster). Every key and the channel of a user carry
+the user's hash tag (`{user}`, with `%`, `{` and `}` percent-encoded: `redis_layout.user_tag`),
+so they share one hash slot and every script touches one slot:
 
-- `{prefix}:epoch`: the epoch string. If Redis loses all its data the key is gone and a new
-  epoch is created; if it loses only its last writes (see "Lost writes" below) a replica replaces
-  it. Either way every client is told to resync: on resuming, or on its live socket (see
-  `_catch_up`).
-- `{prefix}:seq:{user}`: the user's last offset (INCR). Never expires, so offsets never repeat
-  within an epoch unless Redis loses writes, which changes the epoch.
-- `{prefix}:writes`: how many events were ever stored (INCR), so a replica can tell that Redis
-  went back to before a write it saw.
-- `{prefix}:history:{user}`: a Redis Stream whose entry ids are `<seq>-0`, so a replay is one
-  XRANGE from `since+1`. Trimmed to `history_size` entries; expires `history_ttl` after its last
-  event; entries older than `history_ttl` are treated as gone.
-- `{prefix}:dedupe:{event id}`: SET NX with the dedupe window as TTL.
-- channel `{prefix}:user:{user}`: every event, published by the same script that stored it, so
-  per-user publish order is offset order. A replica subscribes to the channels of the users it
-  holds connections of.
+- `{prefix}:{user}:head`: a hash, `epoch` and `seq`: the user's epoch and last offset. Never
+  expires once the user has an event, so offsets never repeat within an epoch unless Redis loses
+  writes, which changes the epoch. A user read before any event gets a head at `seq` 0 that
+  expires after `history_ttl`. If Redis loses the head, a new epoch starts at `seq` 1; if it
+  loses only the user's last writes (see "Lost writes" below) a replica replaces the epoch and
+  offsets go on. Either way the user's clients are told to resync: on resuming, or on their live
+  socket (see `_catch_up`). Epochs are per user: a loss costs only the users it touched.
+- `{prefix}:{user}:history`: a Redis Stream whose entry ids are `<seq>-0`, so a replay is one
+  XRANGE from `since+1`. Each entry holds the `task_update` frame in two halves (`h`, `x`:
+  everything but the offset and epoch, see `protocol.task_update_halves`), the event id (`i`),
+  the store time in ms (`t`) and the epoch it was stored in (`p`). Trimmed to `history_size`
+  entries; expires `history_ttl` after its last event; entries older than `history_ttl` are
+  treated as gone.
+- `{prefix}:{user}:dedupe:{event id}`: SET NX with the dedupe window as TTL. Dedupe is per
+  (user, event id).
+- channel `{prefix}:{user}:events` (sharded pub/sub on Redis Cluster): every event, published by
+  the same script that stored it, so per-user publish order is offset order. The message is the
+  ready frame behind a short header (`redis_layout.PUBLISH_SCRIPT`): a replica hands it to its
+  hub without decoding the event. A replica subscribes to the channels of the users it holds
+  connections of.
 
-All of a publish happens in one Lua script, so no replica ever sees a half-stored event.
+All of a publish happens in one Lua script, so no replica ever sees a half-stored event. The
+events of one batch (`publish_many`) go to Redis as one pipeline per node: one round trip.
 
 Pub/sub is not durable: a message sent while the listener's connection is down is gone. History
 is: whenever a user's channel may have missed something, a catch-up reads it from the stream.
 
+A deployment that ran an older TaskSync on the single-Redis layout (`{prefix}:epoch`,
+`{prefix}:seq:{user}`, ...) finds no head for any user under the new keys: each user's first
+read or publish starts a new epoch, so a client resuming with its old epoch is told
+`resync_required` (`epoch_changed`), never given a silent gap. The old keys are no longer read.
+
 Lost writes. Redis can come back with only part of its data (`appendfsync everysec` and a
-crash, a failover to a replica that lagged): the epoch key survives but offsets go back, and new
-events would reuse offsets clients already hold. Two checks turn that into an epoch change, so
-no client skips the reused offsets as duplicates:
-- every script takes the (epoch, `writes`) this replica last saw and, if Redis is still in that
-  epoch with fewer writes, replaces the epoch before it does anything else. Redis loses a suffix
-  of its writes, so this catches any loss of a write this replica stored or read after;
+crash, a failover to a replica that lagged): a user's head survives but its offset goes back,
+and new events would reuse offsets clients already hold. Two checks turn that into an epoch
+change for the user, so no client skips the reused offsets as duplicates:
+- every script takes the (epoch, seq) this replica last saw for the user (`_seen`: the users
+  it published to or read lately, and the marks of the users it watches) and, if Redis is still
+  in that epoch with a lower seq, replaces the epoch before it does anything else. Redis loses a
+  suffix of its writes, so this catches any loss of a user's write this replica stored or read;
 - a catch-up checks that history still holds, at the offset of the newest event the hub was
   given for the user, that same event (`_Mark`); if the offset is gone or holds another event,
   the epoch is replaced with a compare-and-set, so replicas that find it together agree.
@@ -43,15 +57,17 @@ import itertools
 import logging
 import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-import msgspec
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..events import TaskEvent
-from ..protocol import encode_task_update
+from ..protocol import join_task_update, task_update_halves
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
+from .redis_layout import PUBLISH_SCRIPT, READ_SCRIPT, REPLACE_EPOCH_SCRIPT, user_keys
 
 log = logging.getLogger("tasksync.broker.redis")
 
@@ -61,88 +77,27 @@ FIRST_RETRY_DELAY = 0.1
 # Catch-ups read history this many users at a time: a reconnect with thousands of users watched
 # is caught up in a few hundred round trips, with at most this many Redis connections busy.
 CATCH_UP_BATCH = 32
+# Users whose last seen head is remembered beyond those watched (the lost-writes check): the
+# most recently published to or read.
+SEEN_USERS = 100_000
+# How long a watch waits for its subscription to be confirmed before it goes on without it (the
+# listener subscribes the user again when it reconnects, and catches up from the head read).
+SUBSCRIBE_TIMEOUT = 5.0
 
-# Sets `epoch` to the epoch in effect: the stored one, unless Redis has none (it lost its data) or
-# has fewer writes in the epoch the caller last saw than the caller saw (it lost its last ones);
-# then the candidate. KEYS[1] is the epoch key; `writes` must be set, and `seen_epoch`,
-# `seen_writes` and `candidate` hold the caller's ARGV.
-ENSURE_EPOCH = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch or (epoch == seen_epoch and writes < tonumber(seen_writes)) then
-  redis.call('SET', KEYS[1], candidate)
-  epoch = candidate
-end
-"""
-
-# KEYS: epoch, seq, history, dedupe, writes. ARGV: candidate epoch, dedupe ms, history size,
-# history ttl ms, event json, now ms, channel, epoch seen, writes seen.
-PUBLISH_SCRIPT = """
-if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2]) == false then
-  return false
-end
-local candidate, seen_epoch, seen_writes = ARGV[1], ARGV[8], ARGV[9]
-local writes = tonumber(redis.call('GET', KEYS[5]) or '0')
-""" + ENSURE_EPOCH + """
-writes = redis.call('INCR', KEYS[5])
-local seq = redis.call('INCR', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], seq .. '-0', 'e', ARGV[5], 't', ARGV[6], 'p', epoch)
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-local listeners = redis.call('PUBLISH', ARGV[7], seq .. ' ' .. epoch .. ' ' .. ARGV[6] .. ' ' .. ARGV[5])
-return {seq, epoch, listeners, writes}
-"""
-
-# KEYS: epoch, seq, history, writes. ARGV: candidate epoch, first wanted seq (0: the newest
-# entry only), epoch seen, writes seen.
-READ_SCRIPT = """
-local candidate, seen_epoch, seen_writes = ARGV[1], ARGV[3], ARGV[4]
-local writes = tonumber(redis.call('GET', KEYS[4]) or '0')
-""" + ENSURE_EPOCH + """
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local first = tonumber(ARGV[2])
-if first == 0 then
-  first = seq
-end
-local entries = {}
-if first > 0 and first <= seq then
-  entries = redis.call('XRANGE', KEYS[3], first .. '-0', '+')
-end
-return {epoch, seq, entries, writes}
-"""
-
-# KEYS: epoch. ARGV: the epoch found to have lost writes, its replacement. Returns the epoch in
-# effect: the replacement, or the one another replica (or an empty Redis) put there first.
-REPLACE_EPOCH_SCRIPT = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch or epoch == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
-  return ARGV[2]
-end
-return epoch
-"""
+_TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
 
-class _StoredEvent(msgspec.Struct, frozen=True):
-    """What the history stream and the channel carry: the event without its offset."""
-
-    id: str
-    user_id: str
-    event: str
-    task: dict[str, Any]
-    occurred_at: str
-    source: str
-    notification: Any = None
-    op_id: str | None = None
+class _Script(NamedTuple):
+    text: str
+    sha: str
 
 
-class _StoredId(msgspec.Struct, frozen=True):
-    """Only the id of a stored event: what a catch-up compares with its mark."""
+class _Call(NamedTuple):
+    """One script call in a pipeline."""
 
-    id: str
-
-
-_stored_encoder = msgspec.json.Encoder()
-_stored_decoder = msgspec.json.Decoder(_StoredEvent)
-_stored_id_decoder = msgspec.json.Decoder(_StoredId)
+    script: _Script
+    keys: list[str]
+    args: list[str | int]
 
 
 class _Mark(NamedTuple):
@@ -159,17 +114,26 @@ class UndecodableMessage(Exception):
     """A message on a user's channel that is not a TaskSync event of this version."""
 
 
-def _to_task_event(stored: _StoredEvent) -> TaskEvent:
-    return msgspec.convert(msgspec.to_builtins(stored), TaskEvent)
+class _Message(NamedTuple):
+    seq: int
+    epoch: str
+    sent_ms: int
+    event_id: str
+    frame: str
 
 
-def _decode_message(data: bytes) -> tuple[int, str, int, TaskEvent]:
-    """A channel message, `<seq> <epoch> <sent ms> <event json>`, as (seq, epoch, sent ms,
-    event). Raises UndecodableMessage."""
+def _decode_message(data: bytes) -> _Message:
+    """A channel message, `<seq> <epoch> <sent ms> <event id bytes>\\n<event id><frame>`.
+    Raises UndecodableMessage."""
     try:
-        seq_text, epoch, sent_ms, stored = data.split(b" ", 3)
-        return int(seq_text), epoch.decode(), int(sent_ms), _to_task_event(_stored_decoder.decode(stored))
-    except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        header, _, rest = data.partition(b"\n")
+        seq_text, epoch, sent_ms, id_bytes = header.split(b" ")
+        id_length = int(id_bytes)
+        frame = rest[id_length:]
+        if not frame.startswith(_TASK_UPDATE_PREFIX):
+            raise ValueError("not a task_update frame")
+        return _Message(int(seq_text), epoch.decode(), int(sent_ms), rest[:id_length].decode(), frame.decode())
+    except ValueError as exc:  # UnicodeDecodeError included
         raise UndecodableMessage(str(exc)) from exc
 
 
@@ -184,7 +148,11 @@ def _entry_seq(entry: list[Any]) -> int:
 
 
 def _entry_event_id(entry: list[Any]) -> str:
-    return _stored_id_decoder.decode(_fields(entry)[b"e"]).id
+    return _fields(entry)[b"i"].decode()
+
+
+def _candidate_epoch() -> str:
+    return "r-" + secrets.token_hex(6)
 
 
 class RedisBroker(Broker):
@@ -201,6 +169,8 @@ class RedisBroker(Broker):
         reconnect_max_delay: float = 5.0,
     ) -> None:
         super().__init__()
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the Redis key prefix may not contain '{' or '}': they would move the hash tag")
         self.url = url
         self.history_size = history_size
         self.history_ttl = history_ttl
@@ -210,15 +180,21 @@ class RedisBroker(Broker):
         self._redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=5
         )
-        self._publish = self._redis.register_script(PUBLISH_SCRIPT)
-        self._read = self._redis.register_script(READ_SCRIPT)
-        self._replace_epoch = self._redis.register_script(REPLACE_EPOCH_SCRIPT)
-        # The epoch and the most `writes` this replica has seen Redis hold in it (see "Lost
-        # writes" above); every script checks Redis has not gone back before it.
-        self._seen: tuple[str, int] = ("", 0)
-        # Users this process wants events of; the listener keeps the subscriptions equal to it.
+        self._publish = self._script(PUBLISH_SCRIPT)
+        self._read = self._script(READ_SCRIPT)
+        self._replace_epoch = self._script(REPLACE_EPOCH_SCRIPT)
+        self._publish_command = "PUBLISH"
+        # Per user, the epoch and the highest seq this replica has seen Redis hold (see "Lost
+        # writes" above), most recently used last; every script checks Redis has not gone back.
+        self._seen: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # Users this process wants events of; the subscriber keeps the subscriptions equal to it.
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
+        # Users whose subscription is to be brought in line with `_wanted`, each with the future
+        # its watch/unwatch calls await; the subscriber takes them all at once.
+        self._sync_requests: dict[str, asyncio.Future[None]] = {}
+        self._sync_requested = asyncio.Event()
+        self._subscriber: asyncio.Task[None] | None = None
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         # Per user, the newest event handed to the hub: later messages continue from here.
         self._delivered: dict[str, _Mark] = {}
@@ -235,25 +211,32 @@ class RedisBroker(Broker):
         self._pubsub: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
-        self._sync_lock = asyncio.Lock()
+
+    def _script(self, text: str) -> _Script:
+        return _Script(text, self._redis.register_script(text).sha)
 
     # -- keys ------------------------------------------------------------------------------
 
-    def _keys(self, user_id: str) -> list[str]:
-        p = self.prefix
-        return [f"{p}:epoch", f"{p}:seq:{user_id}", f"{p}:history:{user_id}"]
-
     def _channel(self, user_id: str) -> str:
-        return f"{self.prefix}:user:{user_id}"
+        return user_keys(self.prefix, user_id).channel
+
+    def _user_of_channel(self, channel: str) -> str | None:
+        """The user whose channel this is, or None for another channel."""
+        prefix, suffix = f"{self.prefix}:{{", "}:events"
+        if not (channel.startswith(prefix) and channel.endswith(suffix)):
+            return None
+        tag = channel[len(prefix) : -len(suffix)]
+        return tag.replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen_forever())
         self._catcher = asyncio.create_task(self._catch_up_forever())
+        self._subscriber = asyncio.create_task(self._subscribe_forever())
 
     async def stop(self) -> None:
-        for task in (self._listener, self._catcher):
+        for task in (self._listener, self._catcher, self._subscriber):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -270,61 +253,124 @@ class RedisBroker(Broker):
         except (RedisError, OSError, TimeoutError):
             return False
 
+    # -- pipelines -------------------------------------------------------------------------
+
+    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
+        """Each call's reply, or the exception it met, in one pipelined round trip. A script
+        Redis no longer holds (a restart, SCRIPT FLUSH) is loaded and its calls run again: a
+        NOSCRIPT reply means the script did not run."""
+        replies = await self._pipeline(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            try:
+                for script in {calls[i].script for i in missing}:
+                    await self._redis.script_load(script.text)
+            except (RedisError, OSError) as exc:
+                for i in missing:
+                    replies[i] = exc
+                return replies
+            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        try:
+            return await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            return [exc] * len(calls)
+
+    async def _run_one(self, call: _Call) -> Any:
+        """The reply to one script call. Raises BrokerUnavailable."""
+        (reply,) = await self._run([call])
+        if isinstance(reply, Exception):
+            raise BrokerUnavailable(f"redis: {reply}") from reply
+        return reply
+
     # -- publish and read ------------------------------------------------------------------
 
-    async def publish(self, event: TaskEvent) -> Delivery | None:
-        stored = _stored_encoder.encode(
-            _StoredEvent(
-                event.id,
-                event.user_id,
-                event.event,
-                event.task,
-                event.occurred_at,
-                event.source,
-                event.notification,
-                event.op_id,
-            )
-        ).decode()
-        keys = [*self._keys(event.user_id), f"{self.prefix}:dedupe:{event.id}", f"{self.prefix}:writes"]
+    def _seen_head(self, user_id: str) -> tuple[str, int]:
+        """The (epoch, seq) this replica last saw Redis hold for the user ("", 0: none)."""
+        seen = self._seen.get(user_id)
+        mark = self._delivered.get(user_id)
+        if mark is not None and (seen is None or (seen[0] == mark.epoch and seen[1] < mark.seq)):
+            return mark.epoch, mark.seq
+        return seen or ("", 0)
+
+    def _saw(self, user_id: str, epoch: str, seq: int) -> None:
+        """Remember the user's head as a script answered."""
+        seen = self._seen.pop(user_id, None)
+        if seen is not None and seen[0] == epoch:
+            seq = max(seq, seen[1])
+        self._seen[user_id] = (epoch, seq)
+        if len(self._seen) > SEEN_USERS:
+            self._seen.popitem(last=False)
+
+    def _publish_call(self, event: TaskEvent, now_ms: int) -> tuple[_Call, tuple[str, str]]:
+        keys = user_keys(self.prefix, event.user_id)
+        halves = task_update_halves(event)
         args: list[str | int] = [
-            "r-" + secrets.token_hex(6),
+            _candidate_epoch(),
             int(self.dedupe_window * 1000),
             self.history_size,
             int(self.history_ttl * 1000),
-            stored,
-            int(time.time() * 1000),
-            self._channel(event.user_id),
-            *self._seen,
+            *halves,
+            event.id,
+            now_ms,
+            keys.channel,
+            *self._seen_head(event.user_id),
+            self._publish_command,
         ]
-        try:
-            result = await self._publish(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"redis: {exc}") from exc
-        if result is None:
-            return None
-        seq, epoch, listeners = int(result[0]), result[1].decode(), int(result[2])
-        self._saw(epoch, int(result[3]))
-        # The local hub gets this event through its channel like every other replica does;
-        # `listeners` counts the replicas subscribed to the user's channel.
-        return Delivery(event.user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, listeners=listeners)
+        return _Call(self._publish, [keys.head, keys.history, keys.dedupe(event.id)], args), halves
 
-    def _saw(self, epoch: str, writes: int) -> None:
-        """Remember how many writes Redis held in `epoch`, as a script answered."""
-        seen_epoch, seen_writes = self._seen
-        self._seen = (epoch, max(writes, seen_writes) if epoch == seen_epoch else writes)
+    async def publish(self, event: TaskEvent) -> Delivery | None:
+        (outcome,) = await self.publish_many([event])
+        if isinstance(outcome, BrokerUnavailable):
+            raise outcome
+        return outcome
+
+    async def publish_many(self, events: Sequence[TaskEvent]) -> list[Delivery | BrokerUnavailable | None]:
+        if not events:
+            return []
+        now_ms = int(time.time() * 1000)
+        prepared = [self._publish_call(event, now_ms) for event in events]
+        replies = await self._run([call for call, _ in prepared])
+        outcomes: list[Delivery | BrokerUnavailable | None] = []
+        for event, (_, (head, tail)), reply in zip(events, prepared, replies, strict=True):
+            if isinstance(reply, Exception):
+                outcomes.append(BrokerUnavailable(f"redis: {reply}"))
+            elif reply is None:
+                outcomes.append(None)
+            else:
+                seq, epoch, listeners = int(reply[0]), reply[1].decode(), int(reply[2])
+                self._saw(event.user_id, epoch, seq)
+                # The local hub gets this event through its channel like every other replica
+                # does; `listeners` counts the replicas subscribed to the user's channel.
+                frame = join_task_update(head, seq, epoch, tail)
+                outcomes.append(Delivery(event.user_id, seq, epoch, frame, event.id, listeners=listeners))
+        return outcomes
+
+    def _read_call(self, user_id: str, first_wanted: int) -> _Call:
+        keys = user_keys(self.prefix, user_id)
+        args: list[str | int] = [
+            _candidate_epoch(),
+            first_wanted,
+            *self._seen_head(user_id),
+            int(self.history_ttl * 1000),
+        ]
+        return _Call(self._read, [keys.head, keys.history], args)
+
+    def _read_reply(self, user_id: str, reply: list[Any]) -> tuple[str, int, list[Any]]:
+        epoch, seq, entries = reply[0].decode(), int(reply[1]), reply[2]
+        self._saw(user_id, epoch, seq)
+        return epoch, seq, entries
 
     async def _read_state(self, user_id: str, first_wanted: int) -> tuple[str, int, list[Any]]:
-        """The epoch in effect, the user's head, and the history entries from `first_wanted` on
+        """The user's epoch in effect and head, and the history entries from `first_wanted` on
         (0: the head's entry only). Raises BrokerUnavailable."""
-        keys = [*self._keys(user_id), f"{self.prefix}:writes"]
-        try:
-            epoch, seq, entries, writes = await self._read(
-                keys=keys, args=["r-" + secrets.token_hex(6), first_wanted, *self._seen]
-            )
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"redis: {exc}") from exc
-        self._saw(epoch.decode(), int(writes))
-        return epoch.decode(), int(seq), entries
+        return self._read_reply(user_id, await self._run_one(self._read_call(user_id, first_wanted)))
 
     async def position(self, user_id: str) -> Position:
         epoch, seq, _ = await self._read_state(user_id, 0)
@@ -358,71 +404,108 @@ class RedisBroker(Broker):
         for entry in entries:
             fields = _fields(entry)
             seq = _entry_seq(entry)
-            event = _to_task_event(_stored_decoder.decode(fields[b"e"]))
             in_epoch = epoch or fields[b"p"].decode()
-            deliveries.append(Delivery(user_id, seq, in_epoch, encode_task_update(event, seq, in_epoch), event.id))
+            frame = join_task_update(fields[b"h"].decode(), seq, in_epoch, fields[b"x"].decode())
+            deliveries.append(Delivery(user_id, seq, in_epoch, frame, fields[b"i"].decode()))
         return deliveries
 
-    # -- fan-out ---------------------------------------------------------------------------
+    # -- subscriptions ---------------------------------------------------------------------
 
     async def watch(self, user_id: str) -> None:
         self._wanted.add(user_id)
         # Normally the listener is up and the subscription is confirmed before this returns.
-        # While it is (re)connecting, wait a little for it, outside the lock.
+        # While it is (re)connecting, wait a little for it.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await self._listening.wait()
-        await self._sync_subscription(user_id)
+        await self._request_sync(user_id)
 
     async def unwatch(self, user_id: str) -> None:
         self._wanted.discard(user_id)
-        await self._sync_subscription(user_id)
+        await self._request_sync(user_id)
 
-    async def _sync_subscription(self, user_id: str) -> None:
-        """Make the subscription match `_wanted`, whatever order watch/unwatch calls came in.
+    async def _request_sync(self, user_id: str) -> None:
+        """Have the subscriber bring the user's subscription in line with `_wanted`, and wait
+        until it has. A call made while the subscriber works on the user waits for its next
+        round, so the subscription ends as the last call wants."""
+        request = self._sync_requests.get(user_id)
+        if request is None:
+            request = self._sync_requests[user_id] = asyncio.get_running_loop().create_future()
+            self._sync_requested.set()
+        # Shielded: a caller that gives up must not cancel the round for everyone else.
+        await asyncio.shield(request)
+
+    async def _subscribe_forever(self) -> None:
+        """Take every pending watch and unwatch at once and settle them in one round: the users
+        whose sockets arrive together are subscribed together."""
+        while True:
+            await self._sync_requested.wait()
+            self._sync_requested.clear()
+            requests, self._sync_requests = self._sync_requests, {}
+            try:
+                await self._sync_subscriptions(list(requests))
+            except Exception:  # a bug must not leave watchers waiting: they go on unsubscribed
+                log.exception("subscription round failed")
+            finally:
+                for request in requests.values():
+                    if not request.done():
+                        request.set_result(None)
+
+    async def _sync_subscriptions(self, users: list[str]) -> None:
+        """Make the subscriptions of `users` match `_wanted`.
 
         Before a watch returns, the point from which this process owes the user's connections
-        every event is recorded in `_delivered`: at the confirmed subscription, or (with the
-        listener down) at the head now, which the listener catches up from once its channel is
-        live. Either way the session's history read that follows cannot miss an event.
+        every event is recorded in `_delivered`: the head read once the subscription is
+        confirmed, or (with the listener down) the head now, which the listener catches up from
+        once its channel is live. Either way the session's history read that follows cannot
+        miss an event.
         """
-        async with self._sync_lock:
-            wanted = user_id in self._wanted
-            if wanted == (user_id in self._subscribed):
-                return
-            channel = self._channel(user_id)
-            if not wanted:
-                self._subscribed.discard(user_id)
-                self._delivered.pop(user_id, None)
-                self._catch_ups_due.pop(user_id, None)
-                self._catch_up_backoff.pop(user_id, None)
-                if self._listening.is_set():
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(channel)
-                return
-            self._subscribed.add(user_id)
-            if not self._listening.is_set():
-                # Only the listener touches a connection it is still setting up (redis-py would
-                # open a second one under it); it subscribes every user in `_subscribed`.
-                with contextlib.suppress(BrokerUnavailable):
-                    self._delivered.setdefault(user_id, await self._head_mark(user_id))
-                return
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations[channel] = confirmed
-            try:
-                await self._pubsub.subscribe(channel)
-                async with asyncio.timeout(5):
-                    await confirmed
-                self._delivered.setdefault(user_id, await self._head_mark(user_id))
-            except (RedisError, OSError, TimeoutError, BrokerUnavailable):
-                log.warning("subscription for %s not confirmed; it is retried on reconnect", user_id)
-            finally:
+        dropped = [u for u in users if u not in self._wanted and u in self._subscribed]
+        for user_id in dropped:
+            self._subscribed.discard(user_id)
+            self._delivered.pop(user_id, None)
+            self._catch_ups_due.pop(user_id, None)
+            self._catch_up_backoff.pop(user_id, None)
+        if dropped and self._listening.is_set() and (pubsub := self._pubsub) is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.unsubscribe(*(self._channel(u) for u in dropped))
+        added = [u for u in users if u in self._wanted and u not in self._subscribed]
+        if not added:
+            return
+        self._subscribed.update(added)
+        # Only the listener touches a connection it is still setting up (redis-py would open a
+        # second one under it); it subscribes every user in `_subscribed`.
+        if self._listening.is_set():
+            await self._subscribe(added)
+        replies = await self._run([self._read_call(u, 0) for u in added])
+        for user_id, reply in zip(added, replies, strict=True):
+            if isinstance(reply, Exception) or user_id not in self._subscribed:
+                continue
+            epoch, seq, entries = self._read_reply(user_id, reply)
+            held = bool(entries) and _entry_seq(entries[0]) == seq
+            self._delivered.setdefault(user_id, _Mark(epoch, seq, _entry_event_id(entries[0]) if held else None))
+
+    async def _subscribe(self, users: list[str]) -> None:
+        """Subscribe to the users' channels with one command and wait for every confirmation."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the listener went down meanwhile: it subscribes them when it is back
+        loop = asyncio.get_running_loop()
+        channels = [self._channel(u) for u in users]
+        confirmations = []
+        for channel in channels:
+            confirmations.append(self._confirmations.setdefault(channel, loop.create_future()))
+        try:
+            await pubsub.subscribe(*channels)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await asyncio.gather(*confirmations)
+        except (RedisError, OSError, TimeoutError):
+            log.warning("subscriptions of %d users not confirmed; they are retried on reconnect", len(users))
+        finally:
+            for channel in channels:
                 self._confirmations.pop(channel, None)
 
-    async def _head_mark(self, user_id: str) -> _Mark:
-        epoch, seq, entries = await self._read_state(user_id, 0)
-        held = bool(entries) and _entry_seq(entries[0]) == seq
-        return _Mark(epoch, seq, _entry_event_id(entries[0]) if held else None)
+    # -- the listener ----------------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
         delay = FIRST_RETRY_DELAY
@@ -456,7 +539,19 @@ class RedisBroker(Broker):
         await pubsub.subscribe(*(self._channel(u) for u in snapshot), control)
         async for message in pubsub.listen():
             kind = message["type"]
-            if kind == "subscribe":
+            if kind == "message":
+                user_id = self._user_of_channel(message["channel"].decode())
+                if user_id is None:
+                    continue
+                try:
+                    self._on_message(user_id, message["data"])
+                except UndecodableMessage as exc:
+                    # Not ours, or from another version of TaskSync: skipped. If it was an event,
+                    # history has it, and a catch-up delivers it in its place.
+                    log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
+                    if user_id in self._subscribed:
+                        self._owe_catch_up(user_id)
+            elif kind == "subscribe":
                 channel = message["channel"].decode()
                 if channel == control:
                     # Users watched while this connection was being set up.
@@ -465,28 +560,14 @@ class RedisBroker(Broker):
                     self._listening.set()
                 elif (confirmed := self._confirmations.get(channel)) is not None and not confirmed.done():
                     confirmed.set_result(None)
-                else:
+                elif (user_id := self._user_of_channel(channel)) is not None:
                     # The channel was down, so pub/sub may have dropped some of its events.
-                    self._owe_catch_up(channel.removeprefix(f"{self.prefix}:user:"))
-            elif kind == "message":
-                user_id = message["channel"].decode().removeprefix(f"{self.prefix}:user:")
-                try:
-                    await self._on_message(user_id, message["data"])
-                except UndecodableMessage as exc:
-                    # Not ours, or from another version of TaskSync: skipped. If it was an event,
-                    # history has it, and a catch-up delivers it in its place.
-                    log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
-                    if user_id in self._subscribed:
-                        self._owe_catch_up(user_id)
+                    self._owe_catch_up(user_id)
 
-    async def _on_message(self, user_id: str, data: bytes) -> None:
+    def _on_message(self, user_id: str, data: bytes) -> None:
         """Hand on a live event of `user_id` (whose channel carried it) if it follows the newest
         one handed on; otherwise leave it to a catch-up. Raises UndecodableMessage."""
-        seq, epoch, sent_ms, event = _decode_message(data)
-        if event.user_id != user_id:
-            # The publish script only ever puts a user's events on that user's channel: anything
-            # else was written by someone else, and must not reach the user the JSON names.
-            raise UndecodableMessage(f"it names another user ({event.user_id[:64]!r})")
+        message = _decode_message(data)
         if user_id not in self._subscribed:
             return
         if user_id in self._catch_ups_due or user_id in self._catching_up:
@@ -494,9 +575,10 @@ class RedisBroker(Broker):
             # to the user's tabs; it reads after this moment, so it delivers this event.
             self._owe_catch_up(user_id)
             return
+        seq, epoch = message.seq, message.epoch
         known = self._delivered.get(user_id)
         if known is not None and (epoch, seq) != (known.epoch, known.seq + 1):
-            if epoch != known.epoch or seq > known.seq or (seq == known.seq and event.id != known.event_id):
+            if epoch != known.epoch or seq > known.seq or (seq == known.seq and message.event_id != known.event_id):
                 # A gap, an epoch not yet read from Redis, or another event at an offset already
                 # handed on (Redis lost writes). History already holds this event (the script
                 # stores before it publishes) and whatever the gap hides, so the catch-up, which
@@ -505,9 +587,9 @@ class RedisBroker(Broker):
             return  # otherwise already delivered by a catch-up
         # Convert the publisher's wall-clock ingest time to this process's monotonic clock, so
         # latency is measured from ingest on whichever replica it happened.
-        received_ns = time.monotonic_ns() - max(0, time.time_ns() - sent_ms * 1_000_000)
-        self._delivered[user_id] = _Mark(epoch, seq, event.id)
-        self._emit(Delivery(user_id, seq, epoch, encode_task_update(event, seq, epoch), event.id, received_ns))
+        received_ns = time.monotonic_ns() - max(0, time.time_ns() - message.sent_ms * 1_000_000)
+        self._delivered[user_id] = _Mark(epoch, seq, message.event_id)
+        self._emit(Delivery(user_id, seq, epoch, message.frame, message.event_id, received_ns))
 
     # -- catch-ups -------------------------------------------------------------------------
 
@@ -601,13 +683,11 @@ class RedisBroker(Broker):
 
     async def _replace_lost_epoch(self, user_id: str, mark: _Mark, head: int) -> str:
         """Redis no longer holds an event this replica handed on: it lost writes, and offsets
-        from there on may be reused. Replace the epoch (unless another replica did first) and
-        return the one in effect. Raises BrokerUnavailable."""
-        candidate = "r-" + secrets.token_hex(6)
-        try:
-            epoch = (await self._replace_epoch(keys=[f"{self.prefix}:epoch"], args=[mark.epoch, candidate])).decode()
-        except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"redis: {exc}") from exc
+        from there on may be reused. Replace the user's epoch (unless another replica did first)
+        and return the one in effect. Raises BrokerUnavailable."""
+        keys = user_keys(self.prefix, user_id)
+        call = _Call(self._replace_epoch, [keys.head, keys.history], [mark.epoch, _candidate_epoch()])
+        epoch = (await self._run_one(call)).decode()
         log.warning(
             "redis lost writes: %s's event %s at seq %d of epoch %s is gone (head now %d); epoch %s from here on",
             user_id,

@@ -29,6 +29,7 @@ from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
 from ..broker import BrokerUnavailable
+from ..events import TaskEvent
 from ..ingest import (
     BulkEntryStatus,
     BulkEnvelope,
@@ -128,19 +129,25 @@ class _Rejections:
         )
 
 
-async def _ingest_one(service: Service, make_event, rejections: _Rejections) -> DaprStatus:
-    """Validate and publish one event; the Dapr status that answers it."""
+def _validated(make_event, rejections: _Rejections) -> TaskEvent | None:
+    """The event an entry holds, or None once its rejection is recorded (DROP)."""
     try:
-        event = make_event()
+        return make_event()
     except IngestError as error:
         rejections.add("DROP", error.reason, error.message)
-        return "DROP"
-    try:
-        await service.ingest(event)
-    except BrokerUnavailable as error:
-        rejections.add("RETRY", "broker_unavailable", f"event {event.id}: {error}")
-        return "RETRY"
-    return "SUCCESS"
+        return None
+
+
+async def _publish(service: Service, events: list[TaskEvent], rejections: _Rejections) -> list[DaprStatus]:
+    """Publish valid events as one batch; the Dapr status that answers each."""
+    statuses: list[DaprStatus] = []
+    for event, outcome in zip(events, await service.ingest_many(events), strict=True):
+        if isinstance(outcome, BrokerUnavailable):
+            rejections.add("RETRY", "broker_unavailable", f"event {event.id}: {outcome}")
+            statuses.append("RETRY")
+        else:
+            statuses.append("SUCCESS")
+    return statuses
 
 
 async def dapr_events(request: Request) -> Response:
@@ -164,18 +171,22 @@ async def dapr_events(request: Request) -> Response:
     if bulk is not None:
         return await _ingest_bulk(service, bulk)
     rejections = _Rejections()
-    status = await _ingest_one(service, lambda: event_from_cloudevent(body), rejections)
+    event = _validated(lambda: event_from_cloudevent(body), rejections)
+    status: DaprStatus = "DROP" if event is None else (await _publish(service, [event], rejections))[0]
     rejections.report(service, 1)
     metrics.dapr_responses.labels(status).inc()
     return _answer(DaprResponse(status))
 
 
 async def _ingest_bulk(service: Service, envelope: BulkEnvelope) -> Response:
-    statuses = []
     rejections = _Rejections()
-    for entry in envelope.entries:
-        status = await _ingest_one(service, lambda entry=entry: event_from_bulk_entry(entry), rejections)
-        statuses.append(BulkEntryStatus(entry_id=entry.entry_id, status=status))
+    events = [_validated(lambda entry=entry: event_from_bulk_entry(entry), rejections) for entry in envelope.entries]
+    valid = [event for event in events if event is not None]
+    published = iter(await _publish(service, valid, rejections))
+    statuses = [
+        BulkEntryStatus(entry_id=entry.entry_id, status="DROP" if event is None else next(published))
+        for entry, event in zip(envelope.entries, events, strict=True)
+    ]
     rejections.report(service, len(envelope.entries))
     # One `.labels()` per status, not per entry: it takes a lock and validates every call.
     for status, count in collections.Counter(s.status for s in statuses).items():

@@ -50,22 +50,18 @@ async def publish_events(request: Request) -> Response:
     except IngestError as error:
         metrics.ingest_errors.labels("http", error.reason).inc()
         return _error(400 if error.reason == "invalid_json" else 422, error.reason, error.message)
-    accepted = duplicates = 0
-    for index, event in enumerate(events):
-        try:
-            outcome = await service.ingest(event)
-        except BrokerUnavailable as error:
-            metrics.ingest_errors.labels("http", "broker_unavailable").inc()
-            log.warning("refusing publish, broker unavailable: %s", error)
-            # Events before `index` are stored; a retry of the whole batch is deduplicated by id.
-            return _error(
-                503,
-                "broker_unavailable",
-                f"broker unavailable after {index} of {len(events)} events; retry the batch",
-                {"Retry-After": RETRY_AFTER_SECONDS},
-            )
-        if outcome == "duplicate":
-            duplicates += 1
-        else:
-            accepted += 1
-    return Response({"accepted": accepted, "duplicates": duplicates}, status_code=202)
+    outcomes = await service.ingest_many(events)
+    failed = [outcome for outcome in outcomes if isinstance(outcome, BrokerUnavailable)]
+    if failed:
+        metrics.ingest_errors.labels("http", "broker_unavailable").inc()
+        log.warning("refusing publish, broker unavailable: %s", failed[0])
+        # The stored events are deduplicated by id when the whole batch is retried.
+        stored = len(events) - len(failed)
+        return _error(
+            503,
+            "broker_unavailable",
+            f"broker unavailable: {stored} of {len(events)} events stored; retry the batch",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    duplicates = outcomes.count("duplicate")
+    return Response({"accepted": len(outcomes) - duplicates, "duplicates": duplicates}, status_code=202)
