@@ -9,6 +9,8 @@ redis-server, in one event loop and without sockets, so the lagging listener can
 
 from __future__ import annotations
 
+import asyncio
+
 from tasksync.broker.redis import RedisBroker
 from tasksync.connection import LIVE, Connection
 from tasksync.events import TaskEvent
@@ -60,3 +62,79 @@ async def test_a_resume_does_not_get_again_an_event_the_listener_delivers_after_
         assert resuming_socket.seqs() == [1, 2], "the resumed tab got seq 1 from the replay and again live"
     finally:
         await broker.stop()
+
+
+CONCURRENT_USERS = 60
+
+
+async def test_watches_arriving_together_are_subscribed_together_and_none_misses_an_event(redis_server):
+    """Sixty users' first sockets arrive at once while each user's events keep coming (published
+    through another broker, as by another replica). The watches are settled in a few rounds, not
+    one by one, and every socket gets every event after the head its `connected` frame named,
+    once, in order."""
+    broker, publisher = RedisBroker(redis_server.url), RedisBroker(redis_server.url)
+    service = Service(Settings(dev=True), broker=broker)
+    node = service.node
+    users = [f"together-{n}" for n in range(CONCURRENT_USERS)]
+    rounds = 0
+    settle = broker._sync_subscriptions
+
+    async def counted(batch: list[str]) -> None:
+        nonlocal rounds
+        rounds += 1
+        await settle(batch)
+
+    broker._sync_subscriptions = counted
+    published = dict.fromkeys(users, 0)
+    streaming = True
+
+    async def stream() -> None:
+        n = 0
+        while streaming:
+            batch = [
+                TaskEvent(id=f"{user}-{n}", user_id=user, event="task.updated", task={}, occurred_at="t")
+                for user in users
+            ]
+            for outcome in await publisher.publish_many(batch):
+                assert outcome is not None and not isinstance(outcome, Exception), outcome
+                published[outcome.user_id] = outcome.seq
+            n += 1
+            await asyncio.sleep(0)
+
+    async def open_socket(user: str) -> tuple[Connection, RecordingTransport]:
+        socket = RecordingTransport()
+        conn = Connection(user, 1000, socket, service.metrics)
+        assert node.hub.add(conn)
+        await broker.watch(user)
+        await node.open_stream(conn, None, first=True)
+        return conn, socket
+
+    await broker.start()
+    publishing = asyncio.create_task(stream())
+    try:
+        await eventually(broker.ready, what="the pub/sub listener up")
+        await eventually(lambda: all(published.values()), what="events flowing for every user")
+        opened = await asyncio.gather(*(open_socket(user) for user in users))
+        at_open = max(published.values())
+        await eventually(lambda: min(published.values()) >= at_open + 5, what="more events after the sockets opened")
+        streaming = False
+        await publishing
+        final = dict(published)
+
+        def delivered() -> bool:
+            late = [conn.user_id for conn, socket in opened if final[conn.user_id] not in socket.seqs()]
+            assert not late, f"{len(late)} users still waiting, e.g. {late[0]}"
+            return True
+
+        await eventually(delivered, timeout=30, what="every user's last event")
+        for conn, socket in opened:
+            head = socket.frames()[0]["seq"]
+            assert socket.seqs() == list(range(head + 1, final[conn.user_id] + 1)), conn.user_id
+        print(f"{CONCURRENT_USERS} watches settled in {rounds} subscription rounds")
+        assert rounds < CONCURRENT_USERS // 2
+    finally:
+        streaming = False
+        publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
+        await broker.stop()
+        await publisher.stop()

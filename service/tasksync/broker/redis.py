@@ -84,6 +84,11 @@ SEEN_USERS = 100_000
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
 
+# Connections to Redis per replica (the pub/sub listener holds one), and how long a call waits
+# for one to be free before it counts as Redis being unavailable.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 5.0
+
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
 
@@ -177,9 +182,17 @@ class RedisBroker(Broker):
         self.dedupe_window = dedupe_window
         self.prefix = prefix
         self.reconnect_max_delay = reconnect_max_delay
-        self._redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=5
+        # A burst of handshakes (a reconnect storm) reads many users' heads at once: the calls
+        # beyond the pool's connections wait for one instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT,
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            health_check_interval=5,
         )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._publish = self._script(PUBLISH_SCRIPT)
         self._read = self._script(READ_SCRIPT)
         self._replace_epoch = self._script(REPLACE_EPOCH_SCRIPT)
@@ -242,7 +255,7 @@ class RedisBroker(Broker):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
         if not self._listening.is_set():
