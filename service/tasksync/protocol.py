@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from datetime import UTC, datetime
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -213,9 +213,21 @@ def _explain_invalid(text: str | bytes, exc: msgspec.ValidationError) -> Protoco
     return ProtocolError("invalid_frame", f"invalid {kind!r} frame: {exc}")
 
 
+# The current second as text, with the second it is for. Formatting a datetime costs about
+# 1.4 µs, which ingest would pay for every event published without a time of its own.
+_second_text: tuple[int, str] = (-1, "")
+
+
 def utc_now_iso() -> str:
-    """Current time as ISO 8601 UTC with a Z suffix, the form every timestamp takes."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Current time as ISO 8601 UTC to the millisecond with a Z suffix, the form every timestamp
+    takes."""
+    global _second_text
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    formatted_second, text = _second_text
+    if second != formatted_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_text = (second, text)
+    return f"{text}.{nanoseconds // 1_000_000:03d}Z"
 
 
 def close_reason(text: str) -> str:
