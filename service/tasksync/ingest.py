@@ -12,7 +12,7 @@ import base64
 import binascii
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
@@ -79,6 +79,25 @@ class _TypeProbe(msgspec.Struct):
 
 _type_probe = msgspec.json.Decoder(_TypeProbe)
 _bulk_envelope = msgspec.json.Decoder(BulkEnvelope)
+
+
+class _TypedPayload(msgspec.Struct, forbid_unknown_fields=True):
+    """An event payload of the types and lengths `event_from_payload` accepts, as far as msgspec
+    can say so while decoding (in C). What it cannot say (printable ids, the task's depth, the
+    time's normalisation, numeric user ids as text) `_event_from_typed` checks and does.
+
+    A payload with fields of its own is left to the checks: msgspec skips an unknown field
+    without the range check on its numbers that a plain decode makes."""
+
+    event: EventName
+    user_id: str | int
+    task: dict[str, Any]
+    occurred_at: str | None = None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)] | None = None
+    op_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_OP_ID_LENGTH)] | None = None
+
+
+_typed_http_body = msgspec.json.Decoder(_TypedPayload | list[_TypedPayload])
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes, what: str) -> Any:
@@ -208,7 +227,65 @@ def event_from_bulk_entry(entry: BulkEntry) -> TaskEvent:
 
 def events_from_http_body(raw: bytes) -> list[TaskEvent]:
     """One event object or a JSON array of them. All-or-nothing: one bad item rejects the batch,
-    so a publisher never has to work out which half of its batch landed."""
+    so a publisher never has to work out which half of its batch landed.
+
+    A valid body is decoded straight into typed payloads; any other is decoded again and checked
+    field by field, which is what words the error."""
+    events = _events_from_typed_body(raw)
+    return _events_from_checked_body(raw) if events is None else events
+
+
+def _events_from_typed_body(raw: bytes) -> list[TaskEvent] | None:
+    """The events of a valid body, or None if anything is wrong with it (or might be: this path
+    never words an error, so it gives up on whatever it cannot accept outright)."""
+    try:
+        body = _typed_http_body.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    payloads = body if isinstance(body, list) else (body,)
+    if not payloads:
+        return None
+    events = []
+    for payload in payloads:
+        event = _event_from_typed(payload, "http")
+        if event is None:
+            return None
+        events.append(event)
+    return events
+
+
+def _event_from_typed(payload: _TypedPayload, source: str) -> TaskEvent | None:
+    """`event_from_payload`'s answer for a payload of the right types, or None where it would
+    raise; the checks are those of `event_from_payload` that the types leave out."""
+    user_id = payload.user_id if isinstance(payload.user_id, str) else str(payload.user_id)
+    if not user_id or len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
+        return None
+    task = payload.task
+    if _deeper_than(task, MAX_TASK_DEPTH):
+        return None
+    occurred_at = payload.occurred_at
+    if occurred_at is None:
+        occurred_at = utc_now_iso()
+    else:
+        try:
+            occurred_at = _normalise_time(occurred_at)
+        except IngestError:
+            return None
+    op_id = payload.op_id
+    if op_id is not None and not op_id.isprintable():
+        return None
+    return TaskEvent(
+        id=uuid.uuid4().hex if payload.id is None else payload.id,
+        user_id=user_id,
+        event=payload.event,
+        task=task,
+        occurred_at=occurred_at,
+        source=source,
+        op_id=op_id,
+    )
+
+
+def _events_from_checked_body(raw: bytes) -> list[TaskEvent]:
     body = decode_json(raw)
     items = body if isinstance(body, list) else [body]
     if not items:
@@ -254,16 +331,23 @@ def _normalise_time(value: Any) -> str:
     return in_utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether containers nest in `value` (level 1) past level `limit`. Level by level: a flat
+    task, the common one, costs one pass over its values."""
+    level = [
+        child for child in (value.values() if isinstance(value, dict) else value) if isinstance(child, (dict, list))
+    ]
+    depth = 2
+    while level:
         if depth > limit:
             return True
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values() if isinstance(child, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
+        depth += 1
     return False
 
 
