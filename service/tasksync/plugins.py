@@ -13,13 +13,13 @@ import logging
 import os
 from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 import pluggy
 
 from . import hookspecs
-from .auth import AuthRefused, Handshake, Principal, TokenRequired
+from .auth import AuthRefused, Handshake, Principal
 from .events import Notification, TaskEvent
 from .metrics import Metrics
 from .protocol import CLOSE_INTERNAL
@@ -111,8 +111,12 @@ class Plugins:
 
     async def notification(self, event: TaskEvent) -> Notification | None:
         for impl in self._impls("tasksync_notification"):
+            # `_call` unrolled: once per event, a synchronous notifier (the built-in toast) costs
+            # no coroutine of its own.
             try:
-                result = await self._call(impl, "tasksync_notification", ctx=self.ctx, event=event)
+                result = self._call_now(impl, "tasksync_notification", False, {"ctx": self.ctx, "event": event})
+                if _awaitable(result):
+                    result = await self._settle(impl, "tasksync_notification", False, result)
             except _HookFailed:
                 continue
             if result is not None:
@@ -143,29 +147,50 @@ class Plugins:
         return impls
 
     async def _call(self, impl: pluggy.HookImpl, hook: str, *, raise_refusals: bool = False, **kwargs: Any) -> Any:
+        result = self._call_now(impl, hook, raise_refusals, kwargs)
+        if _awaitable(result):
+            result = await self._settle(impl, hook, raise_refusals, result)
+        return result
+
+    def _call_now(self, impl: pluggy.HookImpl, hook: str, raise_refusals: bool, kwargs: dict[str, Any]) -> Any:
+        """Call an implementation: its answer, or the awaitable that will give it."""
         try:
-            result = impl.function(**kwargs)
-            if inspect.isawaitable(result):
-                # Only an awaitable can be abandoned: a synchronous hook has already returned,
-                # and arming a timer for it on every event costs more than the hook itself.
-                async with asyncio.timeout(self.timeout):
-                    result = await result
-            return result
-        except (AuthRefused, TokenRequired):
-            if raise_refusals:
-                raise
-            self._failed(impl.plugin_name, hook, "error", "raised AuthRefused outside authentication")
-            raise _HookFailed from None
-        except TimeoutError:
-            self._failed(impl.plugin_name, hook, "timeout", f"no answer within {self.timeout}s")
-            raise _HookFailed from None
+            return impl.function(**kwargs)
         except Exception as exc:  # a plugin's bug must not become the service's
+            self._fail(impl, hook, raise_refusals, exc)
+
+    async def _settle(self, impl: pluggy.HookImpl, hook: str, raise_refusals: bool, awaitable: Any) -> Any:
+        """Await what an implementation returned, within the timeout. Only an awaitable can be
+        abandoned: a synchronous hook has already returned, and arming a timer for it on every
+        event costs more than the hook itself."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await awaitable
+        except Exception as exc:  # a plugin's bug must not become the service's
+            self._fail(impl, hook, raise_refusals, exc)
+
+    def _fail(self, impl: pluggy.HookImpl, hook: str, raise_refusals: bool, exc: Exception) -> NoReturn:
+        """Count and log a failed call and raise _HookFailed; or re-raise a refusal where one is
+        the answer."""
+        if isinstance(exc, AuthRefused):  # TokenRequired too
+            if raise_refusals:
+                raise exc
+            self._failed(impl.plugin_name, hook, "error", "raised AuthRefused outside authentication")
+        elif isinstance(exc, TimeoutError):
+            self._failed(impl.plugin_name, hook, "timeout", f"no answer within {self.timeout}s")
+        else:
             self._failed(impl.plugin_name, hook, "error", f"{type(exc).__name__}: {exc}", exc)
-            raise _HookFailed from None
+        raise _HookFailed from None
 
     def _failed(self, plugin: str, hook: str, kind: str, what: str, exc: BaseException | None = None) -> None:
         self.metrics.plugin_errors.labels(plugin, hook, kind).inc()
         log.error("plugin %r failed in %s: %s", plugin, hook, what, exc_info=exc)
+
+
+def _awaitable(result: Any) -> bool:
+    # None and a Notification, the answers of every event's notifier, are never awaitable:
+    # telling so by their type is several times cheaper than asking inspect.
+    return result is not None and type(result) is not Notification and inspect.isawaitable(result)
 
 
 class _HookFailed(Exception):
