@@ -9,12 +9,13 @@ __all__ = ["Broker", "BrokerUnavailable", "Delivery", "MemoryBroker", "Position"
 
 
 def create_broker(url: str, *, history_size: int, history_ttl: float, dedupe_window: float) -> Broker:
-    """The broker a `TASKSYNC_BROKER` value names: `memory` or a `redis://` URL."""
+    """The broker a `TASKSYNC_BROKER` value names: `memory`, or a Redis URL (`redis://`,
+    `rediss://`, `unix://`, `redis+cluster://`, `rediss+cluster://`: see broker/redis_client.py)."""
     if url == "memory":
         return MemoryBroker(history_size=history_size, history_ttl=history_ttl, dedupe_window=dedupe_window)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
         # Imported here so the embedded default works without the redis extra installed.
         from .redis import RedisBroker
 
         return RedisBroker(url, history_size=history_size, history_ttl=history_ttl, dedupe_window=dedupe_window)
-    raise ValueError(f"unknown broker {url!r}: expected 'memory' or a redis:// URL")
+    raise ValueError(f"unknown broker {url!r}: expected 'memory', a redis:// or a redis+cluster:// URL")

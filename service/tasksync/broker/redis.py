@@ -58,15 +58,16 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, NamedTuple
 
-from redis import asyncio as aioredis
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
+from .redis_client import is_cluster_url, node_redis, redis_cluster, single_redis
 from .redis_layout import PUBLISH_SCRIPT, READ_SCRIPT, REPLACE_EPOCH_SCRIPT, user_keys
 
 log = logging.getLogger("tasksync.broker.redis")
@@ -83,11 +84,6 @@ SEEN_USERS = 100_000
 # How long a watch waits for its subscription to be confirmed before it goes on without it (the
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
-
-# Connections to Redis per replica (the pub/sub listener holds one), and how long a call waits
-# for one to be free before it counts as Redis being unavailable.
-MAX_CONNECTIONS = 64
-POOL_TIMEOUT = 5.0
 
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
@@ -160,6 +156,30 @@ def _candidate_epoch() -> str:
     return "r-" + secrets.token_hex(6)
 
 
+class _Shard:
+    """One pub/sub connection (to the Redis, or to one master of a cluster) and the users whose
+    channels it carries."""
+
+    def __init__(self, name: str, host: str, port: int) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.users: set[str] = set()
+        self.client: Any = None
+        self.pubsub: Any = None
+        self.listening = asyncio.Event()
+        self.confirmations: dict[str, asyncio.Future[None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+
+def _by_slot(channels: Collection[str]) -> list[list[str]]:
+    """The channels grouped by hash slot."""
+    groups: dict[int, list[str]] = {}
+    for channel in channels:
+        groups.setdefault(key_slot(channel.encode()), []).append(channel)
+    return list(groups.values())
+
+
 class RedisBroker(Broker):
     name = "redis"
 
@@ -182,21 +202,14 @@ class RedisBroker(Broker):
         self.dedupe_window = dedupe_window
         self.prefix = prefix
         self.reconnect_max_delay = reconnect_max_delay
-        # A burst of handshakes (a reconnect storm) reads many users' heads at once: the calls
-        # beyond the pool's connections wait for one instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=POOL_TIMEOUT,
-            socket_connect_timeout=1.0,
-            socket_timeout=2.0,
-            health_check_interval=5,
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._cluster = is_cluster_url(url)
+        self._redis: Any = redis_cluster(url) if self._cluster else single_redis(url)
         self._publish = self._script(PUBLISH_SCRIPT)
         self._read = self._script(READ_SCRIPT)
         self._replace_epoch = self._script(REPLACE_EPOCH_SCRIPT)
-        self._publish_command = "PUBLISH"
+        # Sharded pub/sub on a cluster: a message stays on the node that owns its channel's slot
+        # instead of crossing the cluster bus to every node.
+        self._publish_command = "SPUBLISH" if self._cluster else "PUBLISH"
         # Per user, the epoch and the highest seq this replica has seen Redis hold (see "Lost
         # writes" above), most recently used last; every script checks Redis has not gone back.
         self._seen: OrderedDict[str, tuple[str, int]] = OrderedDict()
@@ -208,7 +221,6 @@ class RedisBroker(Broker):
         self._sync_requests: dict[str, asyncio.Future[None]] = {}
         self._sync_requested = asyncio.Event()
         self._subscriber: asyncio.Task[None] | None = None
-        self._confirmations: dict[str, asyncio.Future[None]] = {}
         # Per user, the newest event handed to the hub: later messages continue from here.
         self._delivered: dict[str, _Mark] = {}
         # Users whose channel may have missed events, with the loop time at which their catch-up
@@ -221,9 +233,11 @@ class RedisBroker(Broker):
         self._catch_up_backoff: dict[str, float] = {}
         self._catch_ups_changed = asyncio.Event()
         self._catcher: asyncio.Task[None] | None = None
-        self._pubsub: Any = None
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        # The pub/sub connections (one, or one per cluster master) and the shard of each user.
+        self._shards: dict[str, _Shard] = {}
+        self._shard_of: dict[str, _Shard] = {}
+        self._started = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _script(self, text: str) -> _Script:
         return _Script(text, self._redis.register_script(text).sha)
@@ -244,25 +258,33 @@ class RedisBroker(Broker):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen_forever())
+        self._started = True
+        if not self._cluster:
+            self._shard("redis")
         self._catcher = asyncio.create_task(self._catch_up_forever())
         self._subscriber = asyncio.create_task(self._subscribe_forever())
 
     async def stop(self) -> None:
-        for task in (self._listener, self._catcher, self._subscriber):
+        listeners = [shard.task for shard in self._shards.values()]
+        for task in (*listeners, *self._tasks, self._catcher, self._subscriber):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose(close_connection_pool=True)
+            if self._cluster:
+                await self._redis.aclose()
+            else:
+                await self._redis.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
-        if not self._listening.is_set():
-            return False
         try:
             async with asyncio.timeout(1.0):
-                return bool(await self._redis.ping())
+                if self._cluster:
+                    # One node down costs only its users: the replica stays ready for the others.
+                    await self._redis.initialize()
+                    return bool(await self._redis.ping(target_nodes=self._redis.get_random_node()))
+                return self._shard("redis").listening.is_set() and bool(await self._redis.ping())
         except (RedisError, OSError, TimeoutError):
             return False
 
@@ -287,9 +309,33 @@ class RedisBroker(Broker):
         return replies
 
     async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        """The calls as one pipeline per Redis node, run side by side: a node that fails fails
+        only the calls of the users on its slots."""
+        if not self._cluster:
+            return await self._node_pipeline(calls)
+        try:
+            await self._redis.initialize()
+            nodes = [self._redis.get_node_from_key(call.keys[0]).name for call in calls]
+        except (RedisError, OSError) as exc:
+            return [exc] * len(calls)
+        by_node: dict[str, list[int]] = {}
+        for index, node in enumerate(nodes):
+            by_node.setdefault(node, []).append(index)
+        replies: list[Any] = [None] * len(calls)
+        groups = list(by_node.values())
+        for group, got in zip(
+            groups, await asyncio.gather(*(self._node_pipeline([calls[i] for i in g]) for g in groups)), strict=True
+        ):
+            for index, reply in zip(group, got, strict=True):
+                replies[index] = reply
+        return replies
+
+    async def _node_pipeline(self, calls: Sequence[_Call]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for call in calls:
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            # Not `pipe.evalsha`: redis-py's cluster pipeline refuses it by name, though every
+            # call here touches one slot.
+            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         try:
             return await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
@@ -426,11 +472,12 @@ class RedisBroker(Broker):
 
     async def watch(self, user_id: str) -> None:
         self._wanted.add(user_id)
-        # Normally the listener is up and the subscription is confirmed before this returns.
-        # While it is (re)connecting, wait a little for it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await self._listening.wait()
+        if not self._cluster:
+            # Normally the listener is up and the subscription is confirmed before this
+            # returns. While it is (re)connecting, wait a little for it.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    await self._shard("redis").listening.wait()
         await self._request_sync(user_id)
 
     async def unwatch(self, user_id: str) -> None:
@@ -469,27 +516,36 @@ class RedisBroker(Broker):
 
         Before a watch returns, the point from which this process owes the user's connections
         every event is recorded in `_delivered`: the head read once the subscription is
-        confirmed, or (with the listener down) the head now, which the listener catches up from
-        once its channel is live. Either way the session's history read that follows cannot
-        miss an event.
+        confirmed, or (with the user's listener down) the head now, which the listener catches
+        up from once its channel is live. Either way the session's history read that follows
+        cannot miss an event.
         """
         dropped = [u for u in users if u not in self._wanted and u in self._subscribed]
+        unsubscribe: dict[_Shard, list[str]] = {}
         for user_id in dropped:
             self._subscribed.discard(user_id)
             self._delivered.pop(user_id, None)
             self._catch_ups_due.pop(user_id, None)
             self._catch_up_backoff.pop(user_id, None)
-        if dropped and self._listening.is_set() and (pubsub := self._pubsub) is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.unsubscribe(*(self._channel(u) for u in dropped))
+            if (shard := self._shard_of.pop(user_id, None)) is not None:
+                shard.users.discard(user_id)
+                unsubscribe.setdefault(shard, []).append(self._channel(user_id))
+        for shard, channels in unsubscribe.items():
+            if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._send_unsubscribe(pubsub, channels)
         added = [u for u in users if u in self._wanted and u not in self._subscribed]
         if not added:
             return
         self._subscribed.update(added)
-        # Only the listener touches a connection it is still setting up (redis-py would open a
-        # second one under it); it subscribes every user in `_subscribed`.
-        if self._listening.is_set():
-            await self._subscribe(added)
+        by_shard: dict[_Shard, list[str]] = {}
+        for user_id in added:
+            if (shard := await self._place(user_id)) is not None:
+                by_shard.setdefault(shard, []).append(user_id)
+        # Only a shard's listener touches a connection it is still setting up (redis-py would
+        # open a second one under it); it subscribes every user of its shard once connected.
+        live = [(shard, shard_users) for shard, shard_users in by_shard.items() if shard.listening.is_set()]
+        await asyncio.gather(*(self._subscribe(shard, shard_users) for shard, shard_users in live))
         replies = await self._run([self._read_call(u, 0) for u in added])
         for user_id, reply in zip(added, replies, strict=True):
             if isinstance(reply, Exception) or user_id not in self._subscribed:
@@ -498,33 +554,76 @@ class RedisBroker(Broker):
             held = bool(entries) and _entry_seq(entries[0]) == seq
             self._delivered.setdefault(user_id, _Mark(epoch, seq, _entry_event_id(entries[0]) if held else None))
 
-    async def _subscribe(self, users: list[str]) -> None:
-        """Subscribe to the users' channels with one command and wait for every confirmation."""
-        pubsub = self._pubsub
+    async def _place(self, user_id: str) -> _Shard | None:
+        """Put the user on the shard whose node serves its channel now; None while the cluster
+        cannot say (the user's head read fails too, and its socket is told to come back)."""
+        try:
+            shard = await self._shard_for(user_id)
+        except (RedisError, OSError) as exc:
+            log.warning("no node for %s's channel (%s)", user_id, exc)
+            return None
+        shard.users.add(user_id)
+        self._shard_of[user_id] = shard
+        return shard
+
+    async def _shard_for(self, user_id: str) -> _Shard:
+        if not self._cluster:
+            return self._shard("redis")
+        await self._redis.initialize()
+        node = self._redis.get_node_from_key(self._channel(user_id))
+        return self._shard(node.name, node.host, node.port)
+
+    def _shard(self, name: str, host: str = "", port: int = 0) -> _Shard:
+        shard = self._shards.get(name)
+        if shard is None:
+            shard = self._shards[name] = _Shard(name, host, port)
+            if self._started:
+                shard.task = asyncio.create_task(self._listen_forever(shard))
+        return shard
+
+    async def _subscribe(self, shard: _Shard, users: list[str]) -> None:
+        """Subscribe to the users' channels on their shard and wait for every confirmation."""
+        pubsub = shard.pubsub
         if pubsub is None:
             return  # the listener went down meanwhile: it subscribes them when it is back
         loop = asyncio.get_running_loop()
         channels = [self._channel(u) for u in users]
-        confirmations = []
-        for channel in channels:
-            confirmations.append(self._confirmations.setdefault(channel, loop.create_future()))
+        confirmations = [shard.confirmations.setdefault(channel, loop.create_future()) for channel in channels]
         try:
-            await pubsub.subscribe(*channels)
+            await self._send_subscribe(pubsub, channels)
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.gather(*confirmations)
         except (RedisError, OSError, TimeoutError):
             log.warning("subscriptions of %d users not confirmed; they are retried on reconnect", len(users))
         finally:
             for channel in channels:
-                self._confirmations.pop(channel, None)
+                shard.confirmations.pop(channel, None)
 
-    # -- the listener ----------------------------------------------------------------------
+    async def _send_subscribe(self, pubsub: Any, channels: Collection[str]) -> None:
+        """One SUBSCRIBE for every channel; on a cluster, one SSUBSCRIBE per hash slot (Redis
+        takes one slot per call), all sent without waiting for the replies."""
+        if not channels:
+            return
+        if not self._cluster:
+            await pubsub.subscribe(*channels)
+            return
+        for slot_channels in _by_slot(channels):
+            await pubsub.ssubscribe(*slot_channels)
 
-    async def _listen_forever(self) -> None:
+    async def _send_unsubscribe(self, pubsub: Any, channels: Collection[str]) -> None:
+        if not self._cluster:
+            await pubsub.unsubscribe(*channels)
+            return
+        for slot_channels in _by_slot(channels):
+            await pubsub.sunsubscribe(*slot_channels)
+
+    # -- the listeners ---------------------------------------------------------------------
+
+    async def _listen_forever(self, shard: _Shard) -> None:
         delay = FIRST_RETRY_DELAY
         while True:
             try:
-                await self._listen_once()
+                await self._listen_once(shard)
                 delay = FIRST_RETRY_DELAY
             except asyncio.CancelledError:
                 raise
@@ -533,26 +632,69 @@ class RedisBroker(Broker):
             except Exception:  # a bug must not end fan-out for good: reconnecting catches up
                 log.exception("redis pub/sub listener failed; reconnecting in %.1fs", delay)
             finally:
-                self._listening.clear()
-                if self._pubsub is not None:
+                shard.listening.clear()
+                if shard.pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.aclose()
-                    self._pubsub = None
+                        await shard.pubsub.aclose()
+                    shard.pubsub = None
+                if shard.client is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await shard.client.aclose()
+                    shard.client = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max_delay)
+            if self._cluster:
+                # The node may have failed over or given its slots away: its users go to the
+                # node serving their channel now.
+                await self._replace_users(list(shard.users), refresh=True)
+                if not shard.users:
+                    self._shards.pop(shard.name, None)
+                    return
 
-    async def _listen_once(self) -> None:
-        pubsub = self._redis.pubsub()
-        self._pubsub = pubsub
-        snapshot = set(self._subscribed)
+    async def _replace_users(self, users: list[str], *, refresh: bool) -> None:
+        """Move users to the shard that serves their channel now (on a cluster, after a failover
+        or a slot migration), and catch them up: their channel was down."""
+        if refresh:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.nodes_manager.initialize()
+        moved: dict[_Shard, list[str]] = {}
+        for user_id in users:
+            old = self._shard_of.get(user_id)
+            if old is None or user_id not in self._subscribed:
+                continue
+            try:
+                new = await self._shard_for(user_id)
+            except (RedisError, OSError):
+                continue  # stays where it is: its listener tries again
+            self._owe_catch_up(user_id)
+            if new is old:
+                continue
+            old.users.discard(user_id)
+            new.users.add(user_id)
+            self._shard_of[user_id] = new
+            moved.setdefault(new, []).append(user_id)
+        for shard, shard_users in moved.items():
+            if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._send_subscribe(pubsub, [self._channel(u) for u in shard_users])
+
+    async def _listen_once(self, shard: _Shard) -> None:
+        if self._cluster:
+            shard.client = node_redis(self.url, shard.host, shard.port)
+            pubsub = shard.client.pubsub()
+        else:
+            pubsub = self._redis.pubsub()
+        shard.pubsub = pubsub
+        snapshot = set(shard.users)
         # The control channel comes last: Redis confirms subscriptions in order, so once it is
         # confirmed every channel of the snapshot is live. It also keeps the connection
         # subscribed (and readable) while no user is watched.
         control = f"{self.prefix}:control"
-        await pubsub.subscribe(*(self._channel(u) for u in snapshot), control)
+        await self._send_subscribe(pubsub, [self._channel(u) for u in snapshot])
+        await pubsub.subscribe(control)
         async for message in pubsub.listen():
             kind = message["type"]
-            if kind == "message":
+            if kind in ("message", "smessage"):
                 user_id = self._user_of_channel(message["channel"].decode())
                 if user_id is None:
                     continue
@@ -564,18 +706,28 @@ class RedisBroker(Broker):
                     log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
                     if user_id in self._subscribed:
                         self._owe_catch_up(user_id)
-            elif kind == "subscribe":
+            elif kind in ("subscribe", "ssubscribe"):
                 channel = message["channel"].decode()
                 if channel == control:
-                    # Users watched while this connection was being set up.
-                    if late := self._subscribed - snapshot:
-                        await pubsub.subscribe(*(self._channel(u) for u in late))
-                    self._listening.set()
-                elif (confirmed := self._confirmations.get(channel)) is not None and not confirmed.done():
+                    # Users put on this shard while this connection was being set up.
+                    if late := shard.users - snapshot:
+                        await self._send_subscribe(pubsub, [self._channel(u) for u in late])
+                    shard.listening.set()
+                elif (confirmed := shard.confirmations.get(channel)) is not None and not confirmed.done():
                     confirmed.set_result(None)
                 elif (user_id := self._user_of_channel(channel)) is not None:
                     # The channel was down, so pub/sub may have dropped some of its events.
                     self._owe_catch_up(user_id)
+            elif kind == "sunsubscribe":
+                user_id = self._user_of_channel(message["channel"].decode())
+                if user_id is not None and user_id in shard.users:
+                    # Not asked for: Redis moved the channel's slot to another node.
+                    self._background(self._replace_users([user_id], refresh=True))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_message(self, user_id: str, data: bytes) -> None:
         """Hand on a live event of `user_id` (whose channel carried it) if it follows the newest
