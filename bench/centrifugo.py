@@ -1,7 +1,8 @@
-"""Centrifugo v6, the Go peer of workloads 2 and 3: built from the Go module proxy into the cache
-outside the repository, and configured like TaskSync: each user subscribed on connect to a
+"""Centrifugo v6, the Go peer of workloads 2, 3 and 6: built from the Go module proxy into the
+cache outside the repository, and configured like TaskSync: each user subscribed on connect to a
 personal channel that keeps history for recovery (1,000 publications for an hour, as TaskSync
 keeps per user), publishing through the HTTP API with idempotency keys (TaskSync dedupes by id).
+On a Redis (workload 6) it runs its Redis engine, as TaskSync's replicas run its Redis broker.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def ensure_binary() -> Path:
     return binary
 
 
-def config(port: int) -> dict:
-    return {
+def config(port: int, redis_url: str | None = None) -> dict:
+    """Centrifugo's settings; with `redis_url`, its Redis engine: publications, history, idempotency
+    keys and the nodes' control messages all go through that Redis, so nodes sharing it deliver
+    each other's publications."""
+    settings = {
         "http_server": {"address": "127.0.0.1", "port": port},
         "log": {"level": "error"},
         "usage_stats": {"disabled": True},
@@ -65,14 +69,18 @@ def config(port: int) -> dict:
         },
         "http_api": {"key": API_KEY},
     }
+    if redis_url is not None:
+        settings["engine"] = {"type": "redis", "redis": {"address": [redis_url]}}
+    return settings
 
 
-def child(log_dir: Path) -> tuple[Child, int]:
-    """A Centrifugo process (not started) on a free port, with its config file in `log_dir`."""
+def child(log_dir: Path, redis_url: str | None = None) -> tuple[Child, int]:
+    """A Centrifugo process (not started) on a free port, with its config file in `log_dir`; on
+    the Redis at `redis_url` if given, else on its memory engine."""
     binary = ensure_binary()
     port = free_port()
     path = log_dir / f"centrifugo-{port}.json"
-    path.write_text(json.dumps(config(port), indent=2))
+    path.write_text(json.dumps(config(port, redis_url), indent=2))
     return Child(f"centrifugo-{port}", [str(binary), "--config", str(path)], log_dir), port
 
 

@@ -1,6 +1,6 @@
-"""The processes a benchmark run owns: servers, the load generator, Redis; and what the
-orchestrator reads about them from /proc (CPU time, resident memory) and about the machine
-(load average).
+"""The processes a benchmark run owns: servers, the load generator, Redis, a Redis Cluster; and
+what the orchestrator reads about them from /proc (CPU time, resident memory) and about the
+machine (load average).
 
 Every child is stopped by the run that started it, by its own pid; a child with a control pipe
 also exits on its own when the orchestrator dies, because its stdin reaches end-of-file.
@@ -22,6 +22,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from . import redis_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -211,6 +213,15 @@ class Redis(Child):
         super().start()
         self.wait_for_port(self.port)
         return self
+
+
+class RedisCluster(redis_cluster.RedisCluster):
+    """A Redis Cluster of this run (3 masters, one replica each: bench/redis_cluster.py), in a
+    throwaway directory that keeps each node's log. Started and stopped like a child; its CPU
+    time is all of its nodes'."""
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds_of(pid) for pid in self.pids())
 
 
 class CpuSampler:

@@ -5,9 +5,11 @@ separately, through the Dapr bulk route) with Centrifugo (personal channels, HTT
 the same sockets (two per user), the same events, the same machine. Saturation first, then every
 target at one fixed rate, half the slowest saturation, for latency.
 
-Workload 6 runs the HTTP route of workload 2 twice more, back to back: the embedded broker on
-one process, and the Redis broker on two replicas with each user's two sockets on different
-replicas, so every event crosses Redis pub/sub to reach both.
+Workload 6 runs the HTTP route of workload 2 on every engine that spreads users over replicas,
+back to back: the embedded broker on one process as the reference; then, on two replicas with
+each user's two sockets on different replicas, so every event crosses Redis to reach both: the
+Redis broker on one Redis, the Redis broker on a Redis Cluster of 3 masters (one replica each),
+and Centrifugo's Redis engine on the same one Redis, publishing the same events.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from .. import centrifugo
 from ..harness import Profiler, Run, delivery_rate
-from ..procs import Child, Redis
+from ..procs import Child, Redis, RedisCluster
 
 BATCH_SATURATION = 100
 BATCH_FIXED_RATE = 10
@@ -119,13 +121,29 @@ def centrifugo_target(run: Run) -> Target:
     )
 
 
-def redis_target(run: Run, redis: Redis) -> Target:
-    replicas = [run.tasksync(f"tasksync-redis-{i}", "--dev", "--broker", redis.url) for i in range(2)]
+def replicas_target(run: Run, name: str, redis: Redis | RedisCluster, broker: str) -> Target:
+    """Two TaskSync replicas on the broker `broker`, whose Redis is `redis`."""
+    replicas = [run.tasksync(f"{name}-{i}", "--dev", "--broker", broker) for i in range(2)]
     return Target(
-        "tasksync-redis",
+        name,
         [child for child, _ in replicas],
         [f"ws://127.0.0.1:{port}/ws" for _, port in replicas],
         [f"http://127.0.0.1:{port}" for _, port in replicas],
+        shared=(redis,),
+    )
+
+
+def centrifugo_redis_target(run: Run, redis: Redis) -> Target:
+    """Two Centrifugo nodes on the Redis engine of `redis`."""
+    nodes = [centrifugo.child(run.raw, redis.url) for _ in range(2)]
+    for child, port in nodes:
+        run.start(child).wait_for_port(port)
+    return Target(
+        "centrifugo-redis",
+        [child for child, _ in nodes],
+        [f"ws://127.0.0.1:{port}/connection/websocket" for _, port in nodes],
+        [f"http://127.0.0.1:{port}" for _, port in nodes],
+        protocol="centrifugo",
         shared=(redis,),
     )
 
@@ -180,12 +198,20 @@ def run_end_to_end(run: Run) -> dict[str, Any]:
 
 
 def run_redis_cost(run: Run) -> dict[str, Any]:
+    centrifugo.ensure_binary()
     redis = run.start(Redis(run.raw, run.raw / "redis-e2e"))
+    cluster = run.start(RedisCluster(run.raw / "redis-cluster-e2e"))
     try:
-        starters = {"embedded": lambda: tasksync_target(run), "redis": lambda: redis_target(run, redis)}
-        result = passes(
-            run, starters, {"embedded": [("embedded", "tasksync-http")], "redis": [("redis", "tasksync-http")]}
-        )
+        starters = {
+            "embedded": lambda: tasksync_target(run),
+            "redis": lambda: replicas_target(run, "tasksync-redis", redis, redis.url),
+            "redis-cluster": lambda: replicas_target(run, "tasksync-redis-cluster", cluster, cluster.url),
+            "centrifugo-redis": lambda: centrifugo_redis_target(run, redis),
+        }
+        routes = {name: [(name, "tasksync-http")] for name in starters}
+        routes["centrifugo-redis"] = [("centrifugo-redis", "centrifugo")]
+        result = passes(run, starters, routes)
     finally:
+        run.stop(cluster)
         run.stop(redis)
     return result

@@ -65,18 +65,25 @@ def test_the_delivery_engine_runs_every_server_and_every_variant(smoke):
         assert delivered_all(variant["routed"]) and delivered_all(variant["wide"]), variant
 
 
-def test_end_to_end_compares_both_routes_with_centrifugo_and_redis_with_embedded(smoke):
-    workloads = smoke[0]["workloads"]
+def test_end_to_end_compares_both_routes_with_centrifugo_and_every_redis_engine_with_embedded(smoke):
+    results = smoke[0]
+    workloads = results["workloads"]
 
     for key, routes in (
         ("end_to_end", {"tasksync-http", "tasksync-dapr", "centrifugo"}),
-        ("redis_broker", {"embedded", "redis"}),
+        ("redis_broker", {"embedded", "redis", "redis-cluster", "centrifugo-redis"}),
     ):
         assert set(workloads[key]["routes"]) == routes
         for route, measured in workloads[key]["routes"].items():
             for phase in ("saturation", "fixed_rate"):
                 assert measured[phase]["publish_errors"] == 0, (key, route, phase, measured[phase]["first_error"])
                 assert delivered_all(measured[phase]), (key, route, phase)
+    assert {
+        "Redis deliveries/s vs embedded",
+        "Redis deliveries/s vs Centrifugo",
+        "Redis p99 vs Centrifugo",
+        "Redis Cluster deliveries/s vs one Redis",
+    } <= {t["target"] for t in results["targets"]}
 
 
 def test_memory_holds_the_sockets_of_every_server_and_kind_of_client(smoke):
