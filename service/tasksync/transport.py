@@ -118,6 +118,15 @@ class WritableFlag:
         await waiter
 
 
+# The parts of a WebSocketProtocol's state that decide whether `write_now` may write straight to
+# the transport, as bits of one int (`_write_bits`): it may when exactly HANDSHAKE_DONE is set.
+HANDSHAKE_DONE = 1
+CLOSE_SENT = 2
+WRITES_PAUSED = 4
+EXTENSIONS = 8
+LOST = 16
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with the adaptations listed above."""
 
@@ -127,6 +136,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     on_write_stalled: Callable[[], None] = staticmethod(lambda: None)
     # Class-level until armed: an idle connection holds no attribute for it.
     _stall_timer: asyncio.TimerHandle | None = None
+    # `write_now` runs for every socket of every delivery, and each object it touches is most
+    # likely out of the CPU's cache by then: the four conditions it checks are kept in this one
+    # int, updated wherever uvicorn changes them (its assignments to `handshake_complete` and
+    # `close_sent` land in the properties below; pausing and losing the connection come through
+    # the overrides), so the check reads one attribute of the protocol instead of four objects.
+    _write_bits = 0
     # uvicorn's own are an asyncio.Queue and an asyncio.Event: these use the part of them it uses.
     queue: ReceiveQueue  # type: ignore[assignment]
     writable: WritableFlag  # type: ignore[assignment]
@@ -135,6 +150,28 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()
         self.writable = WritableFlag()
+
+    @property
+    def handshake_complete(self) -> bool:
+        return bool(self._write_bits & HANDSHAKE_DONE)
+
+    @handshake_complete.setter
+    def handshake_complete(self, done: bool) -> None:
+        if done and not self._write_bits & HANDSHAKE_DONE and self.conn.extensions:
+            # Negotiated by the time the handshake is answered, and fixed from then on.
+            self._write_bits |= EXTENSIONS
+        self._set_write_bit(HANDSHAKE_DONE, done)
+
+    @property
+    def close_sent(self) -> bool:
+        return bool(self._write_bits & CLOSE_SENT)
+
+    @close_sent.setter
+    def close_sent(self, sent: bool) -> None:
+        self._set_write_bit(CLOSE_SENT, sent)
+
+    def _set_write_bit(self, bit: int, on: bool) -> None:
+        self._write_bits = self._write_bits | bit if on else self._write_bits & ~bit
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -155,6 +192,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
+        self._write_bits |= WRITES_PAUSED
         # websockets answers every ping with a pong and uvicorn writes it whatever the buffer
         # holds: a peer that sends and never reads would grow the buffer without end. Not
         # reading it while the buffer is full makes TCP push back on it instead; its pings wait
@@ -165,6 +203,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
+        self._write_bits &= ~WRITES_PAUSED
         self._cancel_stall_timer()
         if not self.read_paused:  # uvicorn's own pause: the app has not taken the last message
             self.transport.resume_reading()
@@ -172,6 +211,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_stall_timer()
         super().connection_lost(exc)
+        self._write_bits |= LOST
 
     def _hold_reading_while_backlogged(self) -> None:
         # uvicorn resumes reading for reasons of its own; a write backlog outranks them.
@@ -224,19 +264,18 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # others uvicorn's own send makes are implied: a peer's close frame, a lost connection
         # and a failed protocol all close the transport at once; an HTTP answer instead of an
         # upgrade never completes the handshake; uvicorn never fragments what it sends.
-        if (
-            not self.handshake_complete
-            or self.close_sent
-            or not self.writable.is_set()
-            or self.transport.is_closing()
-        ):
+        bits = self._write_bits
+        if bits == HANDSHAKE_DONE:
+            transport = self.transport
+            if transport.is_closing():
+                return False
+            transport.write(wire)
+            return True
+        if bits != HANDSHAKE_DONE | EXTENSIONS or self.transport.is_closing():
             return False
         conn = self.conn
-        if conn.extensions:
-            conn.send_text(text.encode())
-            self.transport.write(b"".join(conn.data_to_send()))
-        else:
-            self.transport.write(wire)
+        conn.send_text(text.encode())
+        self.transport.write(b"".join(conn.data_to_send()))
         return True
 
     async def send_text(self, text: str) -> None:

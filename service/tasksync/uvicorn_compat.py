@@ -65,6 +65,8 @@ def _assigned_attributes(cls: type) -> set[str]:
 
 
 # What transport.py uses, per class: the methods it overrides or calls, the attributes it reads.
+# `handshake_complete` and `close_sent` are also intercepted where uvicorn assigns them (they are
+# properties on WebSocketProtocol), so they must be plain assignments in uvicorn, as checked here.
 _METHODS: dict[type, tuple[str, ...]] = {
     WebSocketsSansIOProtocol: (
         "send", "receive", "pause_writing", "resume_writing", "connection_lost", "data_received", "handle_connect",

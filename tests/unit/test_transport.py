@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from tasksync.protocol import text_frame
 from tasksync.transport import ReceiveQueue, RequestBounds, WritableFlag, http_protocol, websocket_protocol
 from tests.support.waiting import eventually
 
@@ -280,3 +281,73 @@ async def test_a_stuck_send_leaves_the_session_its_window_before_the_backstop():
     assert counts.values == {"write_stalled": 1}
     protocol.connection_lost(None)
     await asyncio.wait_for(waiting, 1)
+
+
+# -- write_now: what a delivery may write straight to the transport ----------------------------
+
+
+async def _accept_and_wait(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def _upgraded(extensions: str = "") -> tuple[Any, RecordingTransport]:
+    config = uvicorn.Config(_accept_and_wait, lifespan="off", log_level="warning")
+    config.load()
+    protocol = websocket_protocol(60, lambda: None)(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    request = (
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
+        + "\r\n"
+    )
+    protocol.data_received(request.encode())
+    return protocol, transport
+
+
+def _wrote(protocol: Any, transport: RecordingTransport, text: str) -> bytes | None:
+    """What one write_now of `text` put on the transport, or None if it refused."""
+    before = len(transport.written)
+    if not protocol.write_now(text, text_frame(text)):
+        assert len(transport.written) == before
+        return None
+    return bytes(transport.written[before:])
+
+
+async def test_write_now_writes_only_between_the_answered_handshake_and_the_close_and_never_while_paused():
+    protocol, transport = _upgraded()
+    assert _wrote(protocol, transport, "early") is None
+    await eventually(lambda: protocol.handshake_complete, timeout=5, what="the accept")
+    assert _wrote(protocol, transport, "live") == text_frame("live")
+    protocol.pause_writing()
+    assert _wrote(protocol, transport, "paused") is None
+    protocol.resume_writing()
+    assert _wrote(protocol, transport, "resumed") == text_frame("resumed")
+    await protocol.send({"type": "websocket.close", "code": 1000})
+    assert protocol.close_sent
+    assert _wrote(protocol, transport, "after close") is None
+    protocol.connection_lost(None)
+    assert _wrote(protocol, transport, "after loss") is None
+
+
+async def test_write_now_refuses_once_the_transport_is_closing():
+    protocol, transport = _upgraded()
+    await eventually(lambda: protocol.handshake_complete, timeout=5, what="the accept")
+    transport.close()  # as uvicorn does after answering a peer's close frame, without close_sent
+    assert _wrote(protocol, transport, "late") is None
+    protocol.connection_lost(None)
+
+
+async def test_write_now_compresses_each_frame_when_permessage_deflate_was_negotiated():
+    protocol, transport = _upgraded("permessage-deflate")
+    await eventually(lambda: protocol.handshake_complete, timeout=5, what="the accept")
+    assert protocol.conn.extensions
+    written = _wrote(protocol, transport, "x" * 200)
+    assert written is not None and written != text_frame("x" * 200)
+    assert written[0] & 0x40  # RSV1: a compressed message
+    protocol.connection_lost(None)
