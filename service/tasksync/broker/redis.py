@@ -85,6 +85,11 @@ SEEN_USERS = 100_000
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
 
+# What a call to Redis raises when its connection fails. redis-py's cluster client, writing on
+# a connection whose node just died, also raises RuntimeError (uvloop: "the handler is closed")
+# and AttributeError (a writer already gone): the call did not complete either way.
+_CONNECTION_FAILURES = (RedisError, OSError, RuntimeError, AttributeError)
+
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
 
@@ -338,7 +343,7 @@ class RedisBroker(Broker):
             pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         try:
             return await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+        except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
 
     async def _run_one(self, call: _Call) -> Any:

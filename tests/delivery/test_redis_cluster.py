@@ -1,0 +1,215 @@
+"""Two TaskSync replicas on a real Redis Cluster (3 masters with a replica each), with users
+chosen so that their slots fall on every master: isolation, resume, dedupe across replicas and
+per-user order; then a master killed under load."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from tasksync.broker.redis_layout import user_keys
+from tasksync.client import SyncClient
+from tasksync.protocol import ResyncRequired, TaskUpdate
+from tests.service.test_delivery import next_update, publish_http
+from tests.support.events import cloudevent, payload
+from tests.support.metrics import value
+from tests.support.publishing import RetryingPublisher
+from tests.support.redis_cluster import RedisCluster, running_redis_cluster
+from tests.support.waiting import eventually
+
+USERS_PER_MASTER = 2
+
+
+def users_by_master(cluster: RedisCluster, per_master: int = USERS_PER_MASTER) -> list[list[str]]:
+    """User ids whose keys live on each master, in master order."""
+    masters = cluster.masters()
+    found: list[list[str]] = [[] for _ in masters]
+    for n in itertools.count():
+        user = f"user-{n}"
+        slot_owner = cluster.master_of(user_keys("tasksync", user).head)
+        index = next(i for i, master in enumerate(masters) if master.port == slot_owner.port)
+        if len(found[index]) < per_master:
+            found[index].append(user)
+        if all(len(users) == per_master for users in found):
+            return found
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def shared_cluster() -> Iterator[RedisCluster]:
+    """One cluster for the tests that only read and write through TaskSync."""
+    with running_redis_cluster() as cluster:
+        yield cluster
+
+
+def replicas(start_service, cluster: RedisCluster):
+    return [start_service("--dev", "--broker", cluster.url) for _ in range(2)]
+
+
+async def test_users_on_every_master_each_get_their_own_events_in_order_from_either_replica(
+    start_service, shared_cluster
+):
+    a, b = replicas(start_service, shared_cluster)
+    users = [user for group in users_by_master(shared_cluster) for user in group]
+    tabs = {user: (SyncClient(a.ws, user_id=user), SyncClient(b.ws, user_id=user)) for user in users}
+    for pair in tabs.values():
+        for tab in pair:
+            await tab.connect()
+    try:
+        # Interleaved over users and replicas, so each user's events come through both.
+        for n in range(4 * len(users)):
+            user = users[n % len(users)]
+            answer = await publish_http((a, b)[n % 2], payload(user, title=f"{user}-{n // len(users)}"))
+            assert answer.status_code == 202
+        for user, pair in tabs.items():
+            for tab in pair:
+                got = [await next_update(tab) for _ in range(4)]
+                assert [u.task["title"] for u in got] == [f"{user}-{i}" for i in range(4)], user
+                assert [u.seq for u in got] == [1, 2, 3, 4]
+    finally:
+        for pair in tabs.values():
+            for tab in pair:
+                await tab.close()
+
+
+async def test_a_client_resumes_on_the_other_replica_and_duplicates_are_delivered_once(start_service, shared_cluster):
+    a, b = replicas(start_service, shared_cluster)
+    users = [group[-1] for group in users_by_master(shared_cluster, per_master=3)]
+    for user in users:
+        tab = SyncClient(a.ws, user_id=user)
+        await tab.connect()
+        await publish_http(a, payload(user, title="seen"))
+        assert (await next_update(tab)).task["title"] == "seen"
+        await tab.close()
+        # Missed while away, published through both replicas; the same event id twice.
+        event = cloudevent(payload(user, title="once"), event_id=f"dup-{user}")
+        async with httpx.AsyncClient() as http:
+            for replica in (a, b, a):
+                response = await http.post(replica.http + "/dapr/task-events", json=event)
+                assert response.json() == {"status": "SUCCESS"}
+        await publish_http(b, payload(user, title="after"))
+        moved = SyncClient(b.ws, user_id=user)
+        moved.last_seq, moved.epoch = tab.last_seq, tab.epoch
+        connected = await moved.connect()
+        assert connected.resumed
+        got = [await next_update(moved) for _ in range(2)]
+        assert [(u.seq, u.task["title"]) for u in got] == [(2, "once"), (3, "after")]
+        await moved.close()
+    duplicates = sum(value(replica, "tasksync_events_duplicate_total") for replica in (a, b))
+    assert duplicates == 2 * len(users)
+
+
+@dataclass
+class Tab:
+    user: str
+    client: SyncClient
+    frames: list[TaskUpdate | ResyncRequired] = field(default_factory=list)
+
+    async def read(self) -> None:
+        while True:
+            frame = await self.client.receive()
+            if isinstance(frame, TaskUpdate | ResyncRequired):
+                self.frames.append(frame)
+
+    def numbers(self) -> list[int]:
+        return [f.task["n"] for f in self.frames if isinstance(f, TaskUpdate)]
+
+    def notices(self) -> list[ResyncRequired]:
+        return [f for f in self.frames if isinstance(f, ResyncRequired)]
+
+
+def assert_every_event_or_a_resync(tab: Tab, acknowledged: list[int]) -> None:
+    """Between resync notices, each update follows the one before by one seq in one epoch; and
+    every acknowledged event reached the tab unless a notice told it to refetch."""
+    epoch, seq = tab.client.connected.epoch, tab.client.connected.seq
+    for frame in tab.frames:
+        if isinstance(frame, ResyncRequired):
+            epoch, seq = frame.epoch, frame.seq
+            continue
+        assert (frame.epoch, frame.seq) == (epoch, seq + 1), f"{tab.user}: silent gap before {frame}"
+        seq = frame.seq
+    if not tab.notices():
+        assert tab.numbers() == acknowledged, f"{tab.user}: events missing without a resync"
+    else:
+        # After the last notice: every acknowledged event it did not cover, in order.
+        at = max(i for i, f in enumerate(tab.frames) if isinstance(f, ResyncRequired))
+        after = [f.task["n"] for f in tab.frames[at + 1 :] if isinstance(f, TaskUpdate)]
+        assert after == acknowledged[len(acknowledged) - len(after) :], f"{tab.user}: after the resync"
+
+
+async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_silently_missing(
+    start_service, redis_cluster
+):
+    a, b = replicas(start_service, redis_cluster)
+    groups = users_by_master(redis_cluster)
+    victim_index = 1
+    victims, others = groups[victim_index], [u for i, g in enumerate(groups) if i != victim_index for u in g]
+    users = victims + others
+    tabs = [Tab(user, SyncClient(replica.ws, user_id=user)) for user in users for replica in (a, b)]
+    for tab in tabs:
+        await tab.client.connect()
+    readers = [asyncio.create_task(tab.read()) for tab in tabs]
+    publisher = RetryingPublisher([a.http, b.http], give_up_after=120)
+    acknowledged: dict[str, list[int]] = {user: [] for user in users}
+    numbers = itertools.count()
+    streaming = True
+
+    async def stream(user: str) -> None:
+        while streaming:
+            n = next(numbers)
+            await publisher.publish({"id": f"f-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
+            acknowledged[user].append(n)
+            await asyncio.sleep(0.01)
+
+    streams = [asyncio.create_task(stream(user)) for user in users]
+    try:
+        await eventually(lambda: all(len(n) >= 5 for n in acknowledged.values()), timeout=60, what="the load")
+        killed = await asyncio.to_thread(redis_cluster.kill_master, victim_index)
+        during = {user: len(acknowledged[user]) for user in others}
+        await asyncio.to_thread(redis_cluster.wait_for_failover, killed, 60)
+        # While the failover ran (over a second: the cluster first has to count the master as
+        # failed), the other shards' users' events went on being acknowledged.
+        stalled = [user for user in others if len(acknowledged[user]) <= during[user]]
+        assert not stalled, f"no event of {stalled} acknowledged during the failover"
+        after = {user: len(acknowledged[user]) for user in users}
+        await eventually(
+            lambda: all(len(acknowledged[user]) >= after[user] + 5 for user in users),
+            timeout=60,
+            what="events of every user after the failover",
+        )
+    finally:
+        streaming = False
+        await asyncio.gather(*streams, return_exceptions=True)
+    try:
+        for task in streams:
+            assert task.exception() is None, task.exception()
+
+        def delivered() -> bool:
+            late = [t.user for t in tabs if acknowledged[t.user][-1] not in t.numbers() and not t.notices()]
+            assert not late, f"still waiting: {late}"
+            late = [t.user for t in tabs if acknowledged[t.user][-1] not in t.numbers()]
+            assert not late, f"still waiting after a resync: {late}"
+            return True
+
+        await eventually(delivered, timeout=60, what="every tab's last acknowledged event")
+        for tab in tabs:
+            assert_every_event_or_a_resync(tab, acknowledged[tab.user])
+        for tab in tabs:
+            if tab.user in others:
+                assert tab.notices() == [], f"{tab.user}, on a master that did not fail, was told to resync"
+                assert tab.numbers() == acknowledged[tab.user], f"{tab.user}: lost or duplicated"
+        resyncs = sum(len(tab.notices()) for tab in tabs)
+        print(f"master {killed.port} killed; {resyncs} resync notices among {2 * len(victims)} tabs of its users; "
+              f"{publisher.retries} publish retries")
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await publisher.aclose()
+        for tab in tabs:
+            await tab.client.close()
