@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from tasksync.broker.redis_layout import user_keys
 from tasksync.client import SyncClient
 from tasksync.protocol import ResyncRequired, TaskUpdate
+from tests.delivery.test_redis_restart import Tab, assert_no_silent_gap
 from tests.service.test_delivery import next_update, publish_http
 from tests.support.events import cloudevent, payload
 from tests.support.metrics import value
@@ -104,42 +104,16 @@ async def test_a_client_resumes_on_the_other_replica_and_duplicates_are_delivere
     assert duplicates == 2 * len(users)
 
 
-@dataclass
-class Tab:
-    user: str
-    client: SyncClient
-    frames: list[TaskUpdate | ResyncRequired] = field(default_factory=list)
-
-    async def read(self) -> None:
-        while True:
-            frame = await self.client.receive()
-            if isinstance(frame, TaskUpdate | ResyncRequired):
-                self.frames.append(frame)
-
-    def numbers(self) -> list[int]:
-        return [f.task["n"] for f in self.frames if isinstance(f, TaskUpdate)]
-
-    def notices(self) -> list[ResyncRequired]:
-        return [f for f in self.frames if isinstance(f, ResyncRequired)]
-
-
 def assert_every_event_or_a_resync(tab: Tab, acknowledged: list[int]) -> None:
-    """Between resync notices, each update follows the one before by one seq in one epoch; and
-    every acknowledged event reached the tab unless a notice told it to refetch."""
-    epoch, seq = tab.client.connected.epoch, tab.client.connected.seq
-    for frame in tab.frames:
-        if isinstance(frame, ResyncRequired):
-            epoch, seq = frame.epoch, frame.seq
-            continue
-        assert (frame.epoch, frame.seq) == (epoch, seq + 1), f"{tab.user}: silent gap before {frame}"
-        seq = frame.seq
+    """No silent gap, and every acknowledged event reached the tab unless a notice told it to
+    refetch; after the last notice, every acknowledged event it did not cover, in order."""
+    assert_no_silent_gap(tab)
     if not tab.notices():
-        assert tab.numbers() == acknowledged, f"{tab.user}: events missing without a resync"
-    else:
-        # After the last notice: every acknowledged event it did not cover, in order.
-        at = max(i for i, f in enumerate(tab.frames) if isinstance(f, ResyncRequired))
-        after = [f.task["n"] for f in tab.frames[at + 1 :] if isinstance(f, TaskUpdate)]
-        assert after == acknowledged[len(acknowledged) - len(after) :], f"{tab.user}: after the resync"
+        assert tab.numbers() == acknowledged, f"{tab}: events missing without a resync"
+        return
+    at = max(i for i, f in enumerate(tab.frames) if isinstance(f, ResyncRequired))
+    after = [f.task["n"] for f in tab.frames[at + 1 :] if isinstance(f, TaskUpdate)]
+    assert after == acknowledged[len(acknowledged) - len(after) :], f"{tab}: after the resync"
 
 
 async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_silently_missing(
@@ -150,7 +124,11 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
     victim_index = 1
     victims, others = groups[victim_index], [u for i, g in enumerate(groups) if i != victim_index for u in g]
     users = victims + others
-    tabs = [Tab(user, SyncClient(replica.ws, user_id=user)) for user in users for replica in (a, b)]
+    tabs = [
+        Tab(user, name, SyncClient(replica.ws, user_id=user))
+        for user in users
+        for name, replica in (("a", a), ("b", b))
+    ]
     for tab in tabs:
         await tab.client.connect()
     readers = [asyncio.create_task(tab.read()) for tab in tabs]
@@ -204,8 +182,10 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
                 assert tab.notices() == [], f"{tab.user}, on a master that did not fail, was told to resync"
                 assert tab.numbers() == acknowledged[tab.user], f"{tab.user}: lost or duplicated"
         resyncs = sum(len(tab.notices()) for tab in tabs)
-        print(f"master {killed.port} killed; {resyncs} resync notices among {2 * len(victims)} tabs of its users; "
-              f"{publisher.retries} publish retries")
+        print(
+            f"master {killed.port} killed; {resyncs} resync notices among {2 * len(victims)} tabs of its users; "
+            f"{publisher.retries} publish retries"
+        )
     finally:
         for reader in readers:
             reader.cancel()
