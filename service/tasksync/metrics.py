@@ -247,3 +247,16 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         r.register(self.delivery_latency)
+        self.broker_lag = LoopHistogram(
+            "tasksync_broker_lag_seconds",
+            "Time from ingest of an event on the replica that published it to its receipt by this "
+            "replica's Redis pub/sub listener (wall clocks of both replicas).",
+            LATENCY_BUCKETS,
+        )
+        r.register(self.broker_lag)
+        self.broker_waiting = Gauge(
+            "tasksync_broker_waiting",
+            "What waits for Redis in this process: script calls in flight (publishes and reads) and "
+            "watches and unwatches not yet settled.",
+            registry=r,
+        )

@@ -78,6 +78,8 @@ class Service:
                 history_size=settings.history_size,
                 history_ttl=settings.history_ttl,
                 dedupe_window=settings.dedupe_window,
+                redis_wait_replicas=settings.redis_wait_replicas,
+                redis_wait_timeout=settings.redis_wait_timeout,
             ),
             self.metrics,
             outbound=self.outbound_buckets,
@@ -90,6 +92,8 @@ class Service:
         self.metrics.connected_users.set_function(lambda: node.hub.user_count)
         self.metrics.sockets_open.set_function(lambda: self.open_sockets)
         self.metrics.history_events.set_function(lambda: node.broker.held_events)
+        self.metrics.broker_waiting.set_function(lambda: node.broker.waiting)
+        node.broker.observe_lag = self.metrics.broker_lag.observe
         self.limits_watcher = (
             LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
         )

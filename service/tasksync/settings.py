@@ -41,7 +41,25 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "empty: a new database for each run, removed when the service stops."
         ),
     ] = ""
-    broker: Annotated[str, _doc("Broker: 'memory' (one process) or a redis:// URL (many replicas).")] = "memory"
+    broker: Annotated[
+        str,
+        _doc(
+            "Broker: 'memory' (one process); redis://host:port/db, rediss:// (TLS) or unix:// for one Redis; "
+            "redis+cluster://host:port[,host:port...] or rediss+cluster:// for a Redis Cluster (many replicas)."
+        ),
+    ] = "memory"
+    redis_wait_replicas: Annotated[
+        int,
+        _doc(
+            "Redis replicas that must have each publish before it is acknowledged (WAIT); fewer within "
+            "redis_wait_timeout: the events are refused (503, Dapr RETRY) and their retry is deduplicated. "
+            "0: acknowledged once the master has them (asynchronous replication).",
+            ge=0,
+        ),
+    ] = 0
+    redis_wait_timeout: Annotated[
+        float, _doc("Seconds a publish waits for redis_wait_replicas replicas before it is refused.", gt=0)
+    ] = 0.5
     heartbeat_interval: Annotated[float, _doc("Seconds between ping frames to each socket.", gt=0)] = 25.0
     history_size: Annotated[int, _doc("Events kept per user for resume.", ge=1)] = 1000
     history_ttl: Annotated[float, _doc("Seconds an event stays in a user's history.", gt=0)] = 3600.0

@@ -61,6 +61,10 @@ class Replay:
     resync: ResyncReason | None = None
 
 
+def _ignore(_: float) -> None:
+    pass
+
+
 # Queues a delivery on the local connections of its user; returns how many there were.
 DeliverySink = Callable[[Delivery], int]
 
@@ -91,6 +95,14 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self._sink: DeliverySink | None = None
+        # Told, in seconds, how long each event took from ingest on the replica that published
+        # it to this process (brokers that carry events between replicas).
+        self.observe_lag: Callable[[float], None] = _ignore
+
+    @property
+    def waiting(self) -> int:
+        """Operations waiting for the broker's backing store (0 where there is none)."""
+        return 0
 
     def set_sink(self, sink: DeliverySink) -> None:
         self._sink = sink

@@ -116,6 +116,10 @@ class _Mark(NamedTuple):
     event_id: str | None
 
 
+class ReplicasMissing(RedisError):
+    """Fewer Redis replicas than `wait_replicas` confirmed a publish within `wait_timeout`."""
+
+
 class UndecodableMessage(Exception):
     """A message on a user's channel that is not a TaskSync event of this version."""
 
@@ -197,6 +201,8 @@ class RedisBroker(Broker):
         dedupe_window: float = 600.0,
         prefix: str = "tasksync",
         reconnect_max_delay: float = 5.0,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         super().__init__()
         if "{" in prefix or "}" in prefix:
@@ -207,6 +213,8 @@ class RedisBroker(Broker):
         self.dedupe_window = dedupe_window
         self.prefix = prefix
         self.reconnect_max_delay = reconnect_max_delay
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
         self._cluster = is_cluster_url(url)
         self._redis: Any = redis_cluster(url) if self._cluster else single_redis(url)
         self._publish = self._script(PUBLISH_SCRIPT)
@@ -226,6 +234,10 @@ class RedisBroker(Broker):
         self._sync_requests: dict[str, asyncio.Future[None]] = {}
         self._sync_requested = asyncio.Event()
         self._subscriber: asyncio.Task[None] | None = None
+        # Users in the subscription round under way, and script calls awaiting Redis' replies:
+        # with `_sync_requests`, what `waiting` reports.
+        self._settling = 0
+        self._calls_in_flight = 0
         # Per user, the newest event handed to the hub: later messages continue from here.
         self._delivered: dict[str, _Mark] = {}
         # Users whose channel may have missed events, with the loop time at which their catch-up
@@ -295,56 +307,83 @@ class RedisBroker(Broker):
 
     # -- pipelines -------------------------------------------------------------------------
 
-    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
-        """Each call's reply, or the exception it met, in one pipelined round trip. A script
-        Redis no longer holds (a restart, SCRIPT FLUSH) is loaded and its calls run again: a
-        NOSCRIPT reply means the script did not run."""
-        replies = await self._pipeline(calls)
+    @property
+    def waiting(self) -> int:
+        return self._calls_in_flight + len(self._sync_requests) + self._settling
+
+    async def _run(self, calls: Sequence[_Call], *, wait: bool = False) -> list[Any]:
+        """Each call's reply, or the exception it met, in one pipelined round trip per node
+        (`wait`: a publish, followed by WAIT when replicas are asked for). A script Redis no
+        longer holds (a restart, SCRIPT FLUSH) is loaded and its calls run again: a NOSCRIPT
+        reply means the script did not run."""
+        self._calls_in_flight += len(calls)
+        try:
+            return await self._run_pipelines(calls, wait=wait)
+        finally:
+            self._calls_in_flight -= len(calls)
+
+    async def _run_pipelines(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
+        replies = await self._pipeline(calls, wait=wait)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             try:
                 for script in {calls[i].script for i in missing}:
                     await self._redis.script_load(script.text)
-            except (RedisError, OSError) as exc:
+            except _CONNECTION_FAILURES as exc:
                 for i in missing:
                     replies[i] = exc
                 return replies
-            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+            again = await self._pipeline([calls[i] for i in missing], wait=wait)
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+    async def _pipeline(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
         """The calls as one pipeline per Redis node, run side by side: a node that fails fails
         only the calls of the users on its slots."""
         if not self._cluster:
-            return await self._node_pipeline(calls)
+            return await self._node_pipeline(calls, None, wait=wait)
         try:
             await self._redis.initialize()
-            nodes = [self._redis.get_node_from_key(call.keys[0]).name for call in calls]
-        except (RedisError, OSError) as exc:
+            nodes = [self._redis.get_node_from_key(call.keys[0]) for call in calls]
+        except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
-        by_node: dict[str, list[int]] = {}
+        by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, node in enumerate(nodes):
-            by_node.setdefault(node, []).append(index)
-        replies: list[Any] = [None] * len(calls)
+            by_node.setdefault(node.name, (node, []))[1].append(index)
         groups = list(by_node.values())
-        for group, got in zip(
-            groups, await asyncio.gather(*(self._node_pipeline([calls[i] for i in g]) for g in groups)), strict=True
-        ):
-            for index, reply in zip(group, got, strict=True):
+        answers = await asyncio.gather(
+            *(self._node_pipeline([calls[i] for i in indexes], node, wait=wait) for node, indexes in groups)
+        )
+        replies: list[Any] = [None] * len(calls)
+        for (_, indexes), got in zip(groups, answers, strict=True):
+            for index, reply in zip(indexes, got, strict=True):
                 replies[index] = reply
         return replies
 
-    async def _node_pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+    async def _node_pipeline(self, calls: Sequence[_Call], node: Any, *, wait: bool) -> list[Any]:
+        """The calls in one pipeline to one node; with `wait` and `wait_replicas`, followed by a
+        WAIT, and each stored reply turned into a failure when fewer replicas had it in time."""
         pipe = self._redis.pipeline(transaction=False)
         for call in calls:
             # Not `pipe.evalsha`: redis-py's cluster pipeline refuses it by name, though every
             # call here touches one slot.
             pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        waits = wait and self.wait_replicas > 0
+        if waits:
+            target = {} if node is None else {"target_nodes": node}
+            pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000), **target)
         try:
-            return await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
         except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
+        if not waits:
+            return replies
+        replicas, replies = replies[-1], replies[:-1]
+        if isinstance(replicas, Exception) or int(replicas) < self.wait_replicas:
+            unreplicated = ReplicasMissing(f"{replicas} of {self.wait_replicas} replicas had the events in time")
+            return [reply if isinstance(reply, Exception) else unreplicated for reply in replies]
+        return replies
 
     async def _run_one(self, call: _Call) -> Any:
         """The reply to one script call. Raises BrokerUnavailable."""
@@ -400,7 +439,7 @@ class RedisBroker(Broker):
             return []
         now_ms = int(time.time() * 1000)
         prepared = [self._publish_call(event, now_ms) for event in events]
-        replies = await self._run([call for call, _ in prepared])
+        replies = await self._run([call for call, _ in prepared], wait=True)
         outcomes: list[Delivery | BrokerUnavailable | None] = []
         for event, (_, (head, tail)), reply in zip(events, prepared, replies, strict=True):
             if isinstance(reply, Exception):
@@ -507,11 +546,13 @@ class RedisBroker(Broker):
             await self._sync_requested.wait()
             self._sync_requested.clear()
             requests, self._sync_requests = self._sync_requests, {}
+            self._settling = len(requests)
             try:
                 await self._sync_subscriptions(list(requests))
             except Exception:  # a bug must not leave watchers waiting: they go on unsubscribed
                 log.exception("subscription round failed")
             finally:
+                self._settling = 0
                 for request in requests.values():
                     if not request.done():
                         request.set_result(None)
@@ -757,7 +798,9 @@ class RedisBroker(Broker):
             return  # otherwise already delivered by a catch-up
         # Convert the publisher's wall-clock ingest time to this process's monotonic clock, so
         # latency is measured from ingest on whichever replica it happened.
-        received_ns = time.monotonic_ns() - max(0, time.time_ns() - message.sent_ms * 1_000_000)
+        lag_ns = max(0, time.time_ns() - message.sent_ms * 1_000_000)
+        self.observe_lag(lag_ns / 1e9)
+        received_ns = time.monotonic_ns() - lag_ns
         self._delivered[user_id] = _Mark(epoch, seq, message.event_id)
         self._emit(Delivery(user_id, seq, epoch, message.frame, message.event_id, received_ns))
 
