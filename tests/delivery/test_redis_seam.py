@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
+import redis
+
 from tasksync.broker.redis import RedisBroker
+from tasksync.broker.redis_layout import user_keys
 from tasksync.connection import LIVE, Connection
 from tasksync.events import TaskEvent
 from tasksync.service import Service
@@ -138,3 +141,31 @@ async def test_watches_arriving_together_are_subscribed_together_and_none_misses
         await asyncio.gather(publishing, return_exceptions=True)
         await broker.stop()
         await publisher.stop()
+
+
+async def test_watch_and_unwatch_calls_racing_for_one_user_end_as_the_last_call_wants(redis_server):
+    """Watches and unwatches of one user issued together, as a tab closing while another opens:
+    whichever came last decides whether the user's channel stays subscribed."""
+    broker = RedisBroker(redis_server.url)
+    channel = user_keys("tasksync", "racer").channel
+    admin = redis.Redis(port=redis_server.port)
+    await broker.start()
+    try:
+        await eventually(broker.ready, what="the pub/sub listener up")
+        for last in ("watch", "unwatch", "watch", "unwatch"):
+            calls = ["watch", "unwatch"] * 5 + ([] if last == "unwatch" else ["watch"])
+            tasks = [asyncio.create_task(getattr(broker, call)("racer")) for call in calls]
+            # A second wave while the first is being settled.
+            await asyncio.sleep(0)
+            tasks += [asyncio.create_task(getattr(broker, call)("racer")) for call in calls]
+            await asyncio.gather(*tasks)
+            wanted = last == "watch"
+            assert ("racer" in broker._subscribed) is wanted, last
+
+            def redis_agrees(wanted: bool = wanted) -> bool:
+                return (admin.pubsub_numsub(channel)[0][1] == 1) is wanted
+
+            await eventually(redis_agrees, what=f"Redis subscribed as the last call ({last}) wants")
+    finally:
+        admin.close()
+        await broker.stop()
