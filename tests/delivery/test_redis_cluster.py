@@ -11,8 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tasksync.broker import BrokerUnavailable, Delivery
+from tasksync.broker.redis import RedisBroker
 from tasksync.broker.redis_layout import user_keys
 from tasksync.client import SyncClient
+from tasksync.events import TaskEvent
 from tasksync.protocol import ResyncRequired, TaskUpdate
 from tests.delivery.test_redis_restart import Tab, assert_no_silent_gap
 from tests.service.test_delivery import next_update, publish_http
@@ -155,6 +158,10 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
         await eventually(lambda: all(len(n) >= 5 for n in acknowledged.values()), timeout=60, what="the load")
         killed = await asyncio.to_thread(redis_cluster.kill_master, victim_index)
         during = {user: len(acknowledged[user]) for user in others}
+        # The other masters answer: both replicas stay ready for their users.
+        async with httpx.AsyncClient(timeout=5) as http:
+            for replica in (a, b):
+                assert (await http.get(replica.http + "/health/ready")).status_code == 200
         await asyncio.to_thread(redis_cluster.wait_for_failover, killed, 60)
         # While the failover ran (over a second: the cluster first has to count the master as
         # failed), the other shards' users' events went on being acknowledged.
@@ -199,3 +206,24 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
         await publisher.aclose()
         for tab in tabs:
             await tab.client.close()
+
+
+async def test_wait_on_the_cluster_asks_each_master_for_its_own_replica(shared_cluster):
+    """Each master has one replica: a batch over every master is acknowledged when one replica
+    is asked for, and refused (every event) when two are."""
+    users = [user for group in users_by_master(shared_cluster) for user in group]
+    for replicas_wanted, acknowledged in ((1, True), (2, False)):
+        broker = RedisBroker(shared_cluster.url, wait_replicas=replicas_wanted, wait_timeout=0.2)
+        try:
+            batch = [
+                TaskEvent(id=f"wait-{replicas_wanted}", user_id=user, event="task.updated", task={}, occurred_at="t")
+                for user in users
+            ]
+            outcomes = await broker.publish_many(batch)
+        finally:
+            await broker.stop()
+        if acknowledged:
+            assert all(isinstance(outcome, Delivery) for outcome in outcomes), outcomes
+        else:
+            assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes), outcomes
+            assert "1 of 2 replicas" in str(outcomes[0])

@@ -295,15 +295,28 @@ class RedisBroker(Broker):
                 await self._redis.aclose(close_connection_pool=True)
 
     async def ready(self) -> bool:
+        if self._cluster:
+            return await self._cluster_answers()
         try:
             async with asyncio.timeout(1.0):
-                if self._cluster:
-                    # One node down costs only its users: the replica stays ready for the others.
-                    await self._redis.initialize()
-                    return bool(await self._redis.ping(target_nodes=self._redis.get_random_node()))
                 return self._shard("redis").listening.is_set() and bool(await self._redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        except (*_CONNECTION_FAILURES, TimeoutError):
             return False
+
+    async def _cluster_answers(self) -> bool:
+        """Whether any master answers: one node down costs only its users, so the replica stays
+        ready for the others."""
+        try:
+            async with asyncio.timeout(1.0):
+                await self._redis.initialize()
+        except (*_CONNECTION_FAILURES, TimeoutError):
+            return False
+        for node in self._redis.get_primaries():
+            with contextlib.suppress(*_CONNECTION_FAILURES, TimeoutError):
+                async with asyncio.timeout(0.5):
+                    if await self._redis.ping(target_nodes=node):
+                        return True
+        return False
 
     # -- pipelines -------------------------------------------------------------------------
 
