@@ -57,6 +57,8 @@ class Node:
     # The cluster bus port is chosen free too: the default (port + 10000) may be taken or beyond 65535.
     bus_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Killed on purpose (`kill_master`): its exit is what a test asked for, not a failure.
+    killed: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -86,7 +88,7 @@ class RedisCluster:
     # How long a node may be silent before the others count it as failed: short enough for a
     # failover in a few seconds, long enough that a busy two-core machine does not fail a live one.
     node_timeout_ms: int = 1500
-    nodes: list[Node] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list, init=False)
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -173,6 +175,7 @@ class RedisCluster:
         master = self.masters()[index]
         node = self._node_on(master.port)
         assert node.process is not None
+        node.killed = True
         node.process.kill()
         node.process.wait(10)
         return master
@@ -302,7 +305,7 @@ class RedisCluster:
         last = None
         while True:
             for node in self.nodes:
-                if node.process is not None and node.process.returncode is None and not node.alive:
+                if not node.killed and node.process is not None and node.process.poll() is not None:
                     raise ClusterFailed(f"node {node.port} exited with {node.process.returncode}{node.log_tail()}")
             last = problem()
             if last is None:
