@@ -245,23 +245,28 @@ def _events_from_typed_body(raw: bytes) -> list[TaskEvent] | None:
     payloads = body if isinstance(body, list) else (body,)
     if not payloads:
         return None
+    # Every bracket of the body but the array's and each payload's and task's own may nest a
+    # task deeper; with fewer of them than the limit (flat tasks), no task needs walking.
+    nesting = raw.count(b"{") + raw.count(b"[") - 2 * len(payloads) - (payloads is body)
+    check_depth = nesting >= MAX_TASK_DEPTH
     events = []
     for payload in payloads:
-        event = _event_from_typed(payload, "http")
+        event = _event_from_typed(payload, "http", check_depth)
         if event is None:
             return None
         events.append(event)
     return events
 
 
-def _event_from_typed(payload: _TypedPayload, source: str) -> TaskEvent | None:
+def _event_from_typed(payload: _TypedPayload, source: str, check_depth: bool) -> TaskEvent | None:
     """`event_from_payload`'s answer for a payload of the right types, or None where it would
-    raise; the checks are those of `event_from_payload` that the types leave out."""
+    raise; the checks are those of `event_from_payload` that the types leave out (the task's
+    depth only if `check_depth`)."""
     user_id = payload.user_id if isinstance(payload.user_id, str) else str(payload.user_id)
     if not user_id or len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
         return None
     task = payload.task
-    if _deeper_than(task, MAX_TASK_DEPTH):
+    if check_depth and _deeper_than(task, MAX_TASK_DEPTH):
         return None
     occurred_at = payload.occurred_at
     if occurred_at is None:
