@@ -16,11 +16,12 @@ import contextlib
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..events import TaskEvent
 from ..protocol import encode_task_update
-from .base import Broker, Delivery, Position, Replay
+from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
 
 
 @dataclass(slots=True)
@@ -128,18 +129,28 @@ class MemoryBroker(Broker):
             del recent[user_id]
 
     async def publish(self, event: TaskEvent) -> Delivery | None:
+        return self._store(event, self._clock())
+
+    async def publish_many(self, events: Sequence[TaskEvent]) -> list[Delivery | BrokerUnavailable | None]:
+        # Storing in memory neither fails nor waits: a batch is its events stored one after the
+        # other at one instant, without a coroutine or an error capture for each.
         now = self._clock()
-        if not self._dedupe.first_sighting((event.user_id, event.id), now):
+        outcomes: list[Delivery | BrokerUnavailable | None] = [self._store(event, now) for event in events]
+        return outcomes
+
+    def _store(self, event: TaskEvent, now: float) -> Delivery | None:
+        user_id = event.user_id
+        if not self._dedupe.first_sighting((user_id, event.id), now):
             return None
-        log = self._logs.get(event.user_id)
+        log = self._logs.get(user_id)
         if log is None:
-            log = self._logs[event.user_id] = _UserLog()
-        log.seq += 1
+            log = self._logs[user_id] = _UserLog()
+        seq = log.seq = log.seq + 1
         delivery = Delivery(
-            user_id=event.user_id,
-            seq=log.seq,
+            user_id=user_id,
+            seq=seq,
             epoch=self.epoch,
-            frame=encode_task_update(event, log.seq, self.epoch),
+            frame=encode_task_update(event, seq, self.epoch),
             event_id=event.id,
             received_ns=event.received_ns,
         )
@@ -149,10 +160,10 @@ class MemoryBroker(Broker):
         history.append((now, delivery))
         self.held_events += 1
         recent = self._recent
-        if event.user_id in recent:
-            recent.move_to_end(event.user_id)
+        if user_id in recent:
+            recent.move_to_end(user_id)
         else:
-            recent[event.user_id] = None
+            recent[user_id] = None
         if len(history) > self.history_size or history[0][0] < now - self.history_ttl:
             self._trim(log, now)
         delivery.listeners = self._emit(delivery)
