@@ -160,7 +160,9 @@ class Connection:
 
     __slots__ = (
         "_close_timer",
+        "_direct",
         "_held",
+        "_state",
         "_writer",
         "close_request",
         "epoch",
@@ -170,7 +172,6 @@ class Connection:
         "metrics",
         "outbox",
         "sending_since",
-        "state",
         "transport",
         "user_id",
     )
@@ -178,11 +179,12 @@ class Connection:
     def __init__(self, user_id: str, outbox_size: int, transport: Transport, metrics: Metrics) -> None:
         self.id = f"c-{next(_connection_ids):x}"
         self.user_id = user_id
+        self.outbox = Outbox(outbox_size)
+        self._writer: asyncio.Task[None] | None = None
         # A new connection's stream is not open yet: it starts out replaying.
         self.state = REPLAYING
         # Why the connection is closing or was aborted (None: still open, or the client closed).
         self.close_request: CloseRequest | None = None
-        self.outbox = Outbox(outbox_size)
         self.transport = transport
         self.metrics = metrics
         # Loop time at which the writer's current send began (0.0: not sending). A send that
@@ -199,8 +201,22 @@ class Connection:
         # while nothing is held: most connections never hold anything, and an empty list is 56
         # bytes on each.
         self._held: list[Delivery] | None = None
-        self._writer: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @state.setter
+    def state(self, state: ConnectionState) -> None:
+        self._state = state
+        self._refresh_direct()
+
+    def _refresh_direct(self) -> None:
+        # `write_now` runs for every socket of every delivery: whether a frame may go to the
+        # transport without overtaking anything (live, nothing queued, no writer) is kept in one
+        # slot, refreshed wherever one of the three changes, rather than read from the outbox.
+        self._direct = self._state is LIVE and self.outbox.items is None and self._writer is None
 
     @property
     def is_open(self) -> bool:
@@ -260,9 +276,7 @@ class Connection:
         nothing queued, the writer idle, the transport taking data. This spares the writer task
         a wake-up (and the garbage of an await chain) per frame; whatever it refuses goes through
         `enqueue`, so backpressure and stall detection stay."""
-        if self.state is not LIVE or self.outbox.items is not None or self._writer is not None:
-            return False
-        if delivery.seq != self.last_queued_seq + 1 or delivery.epoch != self.epoch:
+        if not self._direct or delivery.seq != self.last_queued_seq + 1 or delivery.epoch != self.epoch:
             return False  # already queued or sent, or a jump: `enqueue` drops or announces it
         if not self.transport.write_now(delivery.frame, wire):
             return False
@@ -350,6 +364,7 @@ class Connection:
             outbox.take_nowait()
         if outbox.items is not None:
             self._writer = asyncio.create_task(self._write())
+        self._refresh_direct()
 
     async def _write(self) -> None:
         """Send what the outbox holds through the transport, which waits while it pushes back;
@@ -376,3 +391,4 @@ class Connection:
             self.sending_since = 0.0
             if self._writer is asyncio.current_task():
                 self._writer = None
+                self._refresh_direct()
