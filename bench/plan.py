@@ -31,6 +31,8 @@ class Plan:
     handshakes: int
     storm_clients: int
     storm_rate: float
+    # Workload 7: events per measurement of the in-process ingest path, for each kind of body.
+    ingest_events: int
     # Handshakes and the storm are measured this many times, and the median counts: one
     # measurement moved by 20-30 % with the load of the shared machine.
     runs: int
@@ -52,6 +54,7 @@ FULL = Plan(
     handshakes=6_000,
     storm_clients=5_000,
     storm_rate=200.0,
+    ingest_events=20_000,
     runs=3,
 )
 
@@ -71,6 +74,7 @@ QUICK = Plan(
     handshakes=1_000,
     storm_clients=500,
     storm_rate=50.0,
+    ingest_events=5_000,
     runs=3,
 )
 
@@ -91,6 +95,7 @@ SMOKE = Plan(
     handshakes=50,
     storm_clients=20,
     storm_rate=20.0,
+    ingest_events=200,
     runs=1,
 )
 

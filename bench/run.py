@@ -29,6 +29,7 @@ from .procs import REPO, loadavg, raise_file_limit
 from .workloads.delivery import run_delivery
 from .workloads.end_to_end import run_end_to_end, run_redis_cost
 from .workloads.handshakes import run_handshakes
+from .workloads.ingest import run_ingest
 from .workloads.memory import run_memory
 from .workloads.storm import run_storm
 
@@ -43,6 +44,7 @@ WORKLOADS = {
     "memory": ("memory", run_memory),
     "handshakes": ("handshakes", run_handshakes),
     "storm": ("reconnect_storm", run_storm),
+    "ingest": ("http_ingest", run_ingest),
 }
 PACKAGES = (
     "tasksync",

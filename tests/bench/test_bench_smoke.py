@@ -42,7 +42,16 @@ def test_every_workload_runs_and_writes_its_results(smoke):
     assert json.loads((out / "results.json").read_text()) == results
     assert (out / "results.png").read_bytes().startswith(b"\x89PNG")
     markdown = (out / "results.md").read_text()
-    for title in ("1. Delivery engine", "2. End to end", "3. Memory", "4. Handshakes", "5. Reconnect", "6. Redis"):
+    titles = (
+        "1. Delivery engine",
+        "2. End to end",
+        "3. Memory",
+        "4. Handshakes",
+        "5. Reconnect",
+        "6. Redis",
+        "7. HTTP",
+    )
+    for title in titles:
         assert f"### {title}" in markdown
     for workload in results["workloads"].values():
         assert len(workload["load_start"]) == len(workload["load_end"]) == 3
@@ -115,3 +124,16 @@ def test_the_storm_brings_every_client_back_without_losing_an_event(smoke):
         assert each["published"] > 0
         assert (each["lost"], each["duplicates"]) == (0, 0)
     assert {"storm: 99% back and resumed", "storm: events lost"} <= {t["target"] for t in results["targets"]}
+
+
+def test_http_ingest_accepts_every_event_of_both_kinds_of_body(smoke):
+    results = smoke[0]
+    ingest = results["workloads"]["http_ingest"]
+
+    # The measuring process fails unless the service accepted every event it published.
+    assert ingest["events"] == SMOKE.ingest_events
+    assert {name: case["events_per_body"] for name, case in ingest["cases"].items()} == {"single": 1, "batch": 100}
+    for case in ingest["cases"].values():
+        assert len(case["each"]) == SMOKE.runs
+        assert all(value > 0 for value in case["each"])
+    assert "HTTP ingest CPU per event" in {t["target"] for t in results["targets"]}
