@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasksync.ingest import (
     IngestError,
+    _normalise_time,
     body_type,
     bulk_envelope,
     event_from_bulk_entry,
@@ -41,6 +45,21 @@ def test_occurred_at_is_normalised_to_utc_and_defaults_to_now():
     )
     assert event.occurred_at == "2025-06-01T12:00:00.000Z"
     assert event_from_payload(payload("u"), event_id="x", source="http").occurred_at.endswith("Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+def test_a_time_in_normal_form_is_kept_as_the_conversion_would_write_it(moment):
+    normal = moment.isoformat(timespec="milliseconds") + "Z"
+    converted = datetime.fromisoformat(normal).astimezone(UTC).isoformat(timespec="milliseconds")
+    assert _normalise_time(normal) == normal == converted.replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("text", ["2025-06-01T24:00:00.000Z", "2025-06-01T23:59:60.000Z", "2025-02-30T00:00:00.000Z"])
+def test_a_time_in_the_normal_form_s_shape_must_still_be_a_time(text):
+    with pytest.raises(IngestError) as caught:
+        _normalise_time(text)
+    assert caught.value.reason == "invalid_occurred_at"
 
 
 def test_numeric_user_ids_are_accepted_as_text():
