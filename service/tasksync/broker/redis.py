@@ -28,6 +28,13 @@ so they share one hash slot and every script touches one slot:
 All of a publish happens in one Lua script, so no replica ever sees a half-stored event. The
 events of one batch (`publish_many`) go to Redis as one pipeline per node: one round trip.
 
+Subscriptions. No lock serializes watch and unwatch: each enqueues its user and awaits; a
+subscriber task takes everything pending, subscribes the new users' channels with one command
+(on a cluster, one SSUBSCRIBE per hash slot, all sent at once) on their shard's connection,
+reads their heads in one pipeline, and releases the waiters. A shard is one pub/sub connection:
+to the Redis, or to one master of a cluster, for the users whose slots it serves; when it fails,
+its users move to the node serving them now and are caught up from history.
+
 Pub/sub is not durable: a message sent while the listener's connection is down is gone. History
 is: whenever a user's channel may have missed something, a catch-up reads it from the stream.
 
