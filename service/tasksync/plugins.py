@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, NoReturn, TypeVar
 
@@ -110,18 +110,28 @@ class Plugins:
         raise AuthRefused("no_principal", "no auth plugin accepted the handshake")
 
     async def notification(self, event: TaskEvent) -> Notification | None:
-        for impl in self._impls("tasksync_notification"):
-            # `_call` unrolled: once per event, a synchronous notifier (the built-in toast) costs
-            # no coroutine of its own.
-            try:
-                result = self._call_now(impl, "tasksync_notification", False, {"ctx": self.ctx, "event": event})
-                if _awaitable(result):
-                    result = await self._settle(impl, "tasksync_notification", False, result)
-            except _HookFailed:
-                continue
-            if result is not None:
-                return result
-        return None
+        (answer,) = await self.notifications((event,))
+        return answer
+
+    async def notifications(self, events: Sequence[TaskEvent]) -> list[Notification | None]:
+        """`notification` for each event of a batch, in order: one coroutine for the batch, and
+        none for a synchronous notifier's answer (`_call` unrolled), as the built-in toast's."""
+        impls = self._impls("tasksync_notification")
+        answers: list[Notification | None] = []
+        for event in events:
+            answer = None
+            for impl in impls:
+                try:
+                    result = self._call_now(impl, "tasksync_notification", False, {"ctx": self.ctx, "event": event})
+                    if _awaitable(result):
+                        result = await self._settle(impl, "tasksync_notification", False, result)
+                except _HookFailed:
+                    continue
+                if result is not None:
+                    answer = result
+                    break
+            answers.append(answer)
+        return answers
 
     async def offline_event(self, event: TaskEvent) -> None:
         calls = [

@@ -162,7 +162,11 @@ class Service:
     async def ingest_many(self, events: Sequence[TaskEvent]) -> list[IngestOutcome | BrokerUnavailable]:
         """`ingest` for a batch, handed to the broker at once (one round trip to Redis): each
         event's outcome, or the BrokerUnavailable that kept it from being stored."""
-        shaped = [await self._with_notification(event) for event in events]
+        notifications = await self.plugins.notifications(events)
+        shaped = [
+            event if notification is None else msgspec.structs.replace(event, notification=notification)
+            for event, notification in zip(events, notifications, strict=True)
+        ]
         return [
             outcome if isinstance(outcome, BrokerUnavailable) else self._settle(event, outcome)
             for event, outcome in zip(shaped, await self.node.broker.publish_many(shaped), strict=True)
