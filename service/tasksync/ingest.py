@@ -349,10 +349,8 @@ def _normalise_time(value: Any) -> str:
 def _deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether containers nest in `value` (level 1) past level `limit`. Level by level: a flat
     task, the common one, costs one pass over its values."""
-    level = [
-        child for child in (value.values() if isinstance(value, dict) else value) if isinstance(child, (dict, list))
-    ]
-    depth = 2
+    level: list[Any] = [value]
+    depth = 1
     while level:
         if depth > limit:
             return True
