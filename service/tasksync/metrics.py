@@ -237,8 +237,11 @@ class Metrics:
             self.resume_outcomes.labels(outcome)
         for direction in ("inbound", "outbound", "replay", "publish"):
             self.rate_limited.labels(direction)
-        for kind in ("new", "reconnect"):
-            self.connections_opened.labels(kind)
+        # Every handshake counts one of these and every connection one close: looked up once,
+        # since `labels()` builds and hashes a key and takes a lock on each call.
+        self.connections_opened_new = self.connections_opened.labels("new")
+        self.connections_opened_reconnect = self.connections_opened.labels("reconnect")
+        self._connections_closed_by_reason: dict[str, Counter] = {}
         for reason in ("body_timeout", "write_stalled"):
             self.transport_cutoffs.labels(reason)
         self.delivery_latency = LoopHistogram(
@@ -260,3 +263,10 @@ class Metrics:
             "watches and unwatches not yet settled.",
             registry=r,
         )
+
+    def count_connection_closed(self, reason: str) -> None:
+        # Close reasons are a fixed set of the service's own labels, so the cache stays small.
+        counter = self._connections_closed_by_reason.get(reason)
+        if counter is None:
+            counter = self._connections_closed_by_reason[reason] = self.connections_closed.labels(reason)
+        counter.inc()

@@ -187,7 +187,7 @@ async def run_session(socket: WebSocket) -> None:
                 # in mid-send); none of that may skip the bookkeeping below.
                 await asyncio.gather(writer, return_exceptions=True)
             await service.node.unregister(conn)
-            service.metrics.connections_closed.labels(conn.close_label).inc()
+            service.metrics.count_connection_closed(conn.close_label)
     finally:
         if room:
             service.release_socket_slot()
@@ -249,8 +249,10 @@ def _admitted(socket: WebSocket, service: Service, admission: Admission) -> Conn
     expires."""
     metrics = service.metrics
     principal, attempts = admission.principal, admission.attempts
-    metrics.connections_opened.labels("new" if attempts is None else "reconnect").inc()
-    if attempts is not None:
+    if attempts is None:
+        metrics.connections_opened_new.inc()
+    else:
+        metrics.connections_opened_reconnect.inc()
         metrics.reconnects.inc()
         metrics.reconnect_failed_attempts.inc(attempts)
     conn = Connection(principal.user_id, service.settings.outbox_size, transport_of(socket), metrics)
