@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -85,12 +86,16 @@ class KeySet:
         self._fetched_at = float("-inf")
         self._client = httpx.AsyncClient(timeout=5)
 
+    def known(self, kid: str | None) -> jwt.PyJWK | None:
+        """The key of `kid` if it has been fetched already."""
+        return self._keys.get(kid) if kid is not None else None
+
     async def key(self, kid: str | None) -> jwt.PyJWK | None:
         if kid in self._keys:
             return self._keys[kid]
         if time.monotonic() - self._fetched_at >= self.min_refresh:
             await self._fetch()
-        return self._keys.get(kid) if kid is not None else None
+        return self.known(kid)
 
     async def _fetch(self) -> None:
         self._fetched_at = time.monotonic()
@@ -113,39 +118,79 @@ class Verifier:
         self.keys = KeySet(settings.jwks_url, settings.jwks_min_refresh) if settings.jwks_url else None
         self.verified = VerifiedTokens(settings.cache_size)
 
-    async def verify(self, token: str) -> Principal:
+    def verify_at_once(self, token: str) -> Principal | None:
+        """The principal of a token that can be verified without waiting: one cached, signed
+        with the secret, or signed with a JWKS key already fetched. None when its key has to be
+        fetched first (`verify`). Raises AuthRefused."""
         s = self.settings
         if len(token) > s.max_token_bytes:
             raise AuthRefused("oversized", f"token longer than {s.max_token_bytes} bytes")
         principal = self.verified.get(token)
         if principal is None:
-            principal = await self._verify_signature(token)
+            if self.keys is None:
+                principal = self._verify_with_secret(token)
+            else:
+                header = self._header(token)
+                key = self._key_at_once(header)
+                if key is None:
+                    return None
+                principal = self._decode(token, header["alg"], key)
             self.verified.put(token, principal)
         return principal
 
-    async def _verify_signature(self, token: str) -> Principal:
-        s = self.settings
+    async def verify(self, token: str) -> Principal:
+        principal = self.verify_at_once(token)
+        if principal is None:
+            header = self._header(token)
+            assert self.keys is not None, "only a JWKS key is ever fetched"
+            key = self._checked_jwk(header, await self.keys.key(header.get("kid")))
+            principal = self._decode(token, header["alg"], key)
+            self.verified.put(token, principal)
+        return principal
+
+    def _verify_with_secret(self, token: str) -> Principal:
+        """With the secret as the only key, `jwt.decode` checks the header and its algorithm
+        itself, so a valid token is parsed once. A refused one is looked at again to be refused
+        for the same reason, in the same order, as where keys are chosen by the header: a
+        malformed or rejected header, then the algorithm, then the token."""
         try:
-            header = jwt.get_unverified_header(token)
+            return self._decode(token, SECRET_ALGORITHMS[0], self.settings.secret)
+        except AuthRefused:
+            self._key_at_once(self._header(token))
+            raise
+
+    @staticmethod
+    def _header(token: str) -> dict[str, Any]:
+        try:
+            return jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise AuthRefused("malformed", "token is not a JWT") from None
         except jwt.InvalidTokenError as exc:
             # A header PyJWT refuses before any key is involved (a `kid` that is not a string, a
             # `crit` it does not support): the token is invalid, whoever sent it.
             raise AuthRefused("invalid_token", f"token header rejected: {exc}") from None
+
+    def _key_at_once(self, header: dict[str, Any]) -> Any:
+        """The key the header's algorithm calls for; None when it is a JWKS key not fetched
+        yet. Raises AuthRefused for an algorithm that is not accepted."""
         algorithm = header.get("alg")
-        key: Any
-        if algorithm in SECRET_ALGORITHMS and s.secret:
-            key = s.secret
-        elif algorithm in JWKS_ALGORITHMS and self.keys is not None:
-            jwk = await self.keys.key(header.get("kid"))
-            if jwk is None:
-                raise AuthRefused("unknown_key", "token signed with an unknown key id")
-            if jwk.algorithm_name != algorithm:
-                raise AuthRefused("alg_not_allowed", f"key {header.get('kid')!r} is not a {algorithm} key")
-            key = jwk.key
-        else:
-            raise AuthRefused("alg_not_allowed", f"algorithm {algorithm!r} is not accepted")
+        if algorithm in SECRET_ALGORITHMS and self.settings.secret:
+            return self.settings.secret
+        if algorithm in JWKS_ALGORITHMS and self.keys is not None:
+            jwk = self.keys.known(header.get("kid"))
+            return None if jwk is None else self._checked_jwk(header, jwk)
+        raise AuthRefused("alg_not_allowed", f"algorithm {algorithm!r} is not accepted")
+
+    @staticmethod
+    def _checked_jwk(header: dict[str, Any], jwk: jwt.PyJWK | None) -> Any:
+        if jwk is None:
+            raise AuthRefused("unknown_key", "token signed with an unknown key id")
+        if jwk.algorithm_name != header["alg"]:
+            raise AuthRefused("alg_not_allowed", f"key {header.get('kid')!r} is not a {header['alg']} key")
+        return jwk.key
+
+    def _decode(self, token: str, algorithm: str, key: Any) -> Principal:
+        s = self.settings
         try:
             claims = jwt.decode(
                 token,
@@ -195,7 +240,11 @@ async def tasksync_shutdown(ctx: PluginContext) -> None:
 
 
 @hookimpl
-async def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal:
+def tasksync_authenticate(ctx: PluginContext, handshake: Handshake) -> Principal | Awaitable[Principal]:
     if handshake.token is None:
         raise TokenRequired()
-    return await ctx.stash[STASH].verify(handshake.token)
+    verifier: Verifier = ctx.stash[STASH]
+    # A plain answer whenever nothing has to be fetched: an awaitable one is time-boxed, which
+    # arms and cancels a timer on every handshake.
+    principal = verifier.verify_at_once(handshake.token)
+    return principal if principal is not None else verifier.verify(handshake.token)
