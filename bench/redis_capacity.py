@@ -14,6 +14,9 @@ through the real RedisBroker, in process, in three steps:
    and per user (the head).
 3. subscribe: memory and time per subscribed user channel, for `subscriptions` users watched at
    once (the batched SUBSCRIBE a reconnect storm causes).
+4. replicate: with a replica attached (a second redis-server, `replicaof`), how far it trails
+   the master while batches are stored (what a failover at that moment would lose without
+   WAIT), and what `TASKSYNC_REDIS_WAIT_REPLICAS=1` costs a batch publish.
 
     .venv/bin/python -m bench.redis_capacity                # the sizes docs/scaling.md quotes
     .venv/bin/python -m bench.redis_capacity --events 2000  # quicker
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import tempfile
@@ -41,6 +45,8 @@ from .procs import Redis, cpu_seconds_of
 from .shape import TIMESTAMP, task
 
 BATCH = 100
+# Batches in flight at once while replication is measured, as a replica's publish route has them.
+PUBLISHERS = 4
 
 
 async def _info(client: aioredis.Redis, section: str) -> dict[str, Any]:
@@ -144,12 +150,87 @@ async def measure(redis: Redis, *, users: int, events: int, subscriptions: int, 
         await client.aclose()
 
 
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def _offset(client: aioredis.Redis) -> int:
+    """How far into the replication stream a node is: the master's written offset, or what a
+    replica has processed (the replica's own figure: the one the master shows is acknowledged
+    only once a second)."""
+    info = await _info(client, "replication")
+    return int(info.get("slave_repl_offset", info["master_repl_offset"]))
+
+
+async def _replicated_batches(
+    client: aioredis.Redis, replica_client: aioredis.Redis, url: str, *, wait: int, batches: int
+) -> dict[str, Any]:
+    """`batches` batches stored by a broker asking `wait` replicas, `PUBLISHERS` at a time: their
+    latency, and (sampled while they are in flight) how far the replica trails the master."""
+    broker = RedisBroker(url, wait_replicas=wait, wait_timeout=1.0)
+    broker.set_sink(lambda delivery: 1)
+    await broker.start()
+    names = [f"replicated-{wait}-{i}" for i in range(100)]
+    ids = itertools.count()
+    latencies: list[float] = []
+    behind = [0]
+
+    async def publisher(count: int) -> None:
+        for _ in range(count):
+            started = time.monotonic()
+            await _publish(broker, names, ids, BATCH)
+            latencies.append((time.monotonic() - started) * 1000)
+
+    async def sampler() -> None:
+        while True:
+            written, replicated = await asyncio.gather(_offset(client), _offset(replica_client))
+            behind.append(max(0, written - replicated))
+
+    try:
+        offset_before = await _offset(client)
+        sampling = asyncio.create_task(sampler())
+        await asyncio.gather(*(publisher(batches // PUBLISHERS) for _ in range(PUBLISHERS)))
+        sampling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampling
+        bytes_per_event = (await _offset(client) - offset_before) / len(latencies) / BATCH
+    finally:
+        await broker.stop()
+    return {
+        "batch_ms_p50": round(_percentile(latencies, 0.5), 2),
+        "batch_ms_p99": round(_percentile(latencies, 0.99), 2),
+        "replication_bytes_per_event": round(bytes_per_event),
+        "replica_behind_bytes_max": max(behind),
+        "replica_behind_events_max": round(max(behind) / bytes_per_event, 1),
+    }
+
+
+async def replicate(master: Redis, replica: Redis, *, batches: int) -> dict[str, Any]:
+    client = aioredis.Redis.from_url(master.url)
+    replica_client = aioredis.Redis.from_url(replica.url)
+    try:
+        async with asyncio.timeout(30):
+            while (await _info(client, "replication")).get("slave0", {}).get("state") != "online":
+                await asyncio.sleep(0.05)
+        return {
+            f"wait_replicas_{wait}": await _replicated_batches(
+                client, replica_client, master.url, wait=wait, batches=batches
+            )
+            for wait in (0, 1)
+        }
+    finally:
+        await client.aclose()
+        await replica_client.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--subscriptions", type=int, default=5_000)
     parser.add_argument("--history-size", type=int, default=1_000)
+    parser.add_argument("--replicated-batches", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tasksync-redis-capacity-") as tmp:
         redis = Redis(Path(tmp), Path(tmp) / "data").start()
@@ -163,6 +244,13 @@ def main() -> None:
                     history_size=args.history_size,
                 )
             )
+            replica = Redis(Path(tmp), Path(tmp) / "replica")
+            replica.argv += ["--replicaof", "127.0.0.1", str(redis.port)]
+            replica.start()
+            try:
+                result["replicate"] = asyncio.run(replicate(redis, replica, batches=args.replicated_batches))
+            finally:
+                replica.stop()
         finally:
             redis.stop()
     print(json.dumps(result, indent=2))
