@@ -74,7 +74,7 @@ from redis.exceptions import NoScriptError, RedisError
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
-from .redis_client import is_cluster_url, node_redis, redis_cluster, single_redis
+from .redis_client import MAX_CALLS, is_cluster_url, node_redis, redis_cluster, single_redis
 from .redis_layout import PUBLISH_SCRIPT, READ_SCRIPT, REPLACE_EPOCH_SCRIPT, user_keys
 
 log = logging.getLogger("tasksync.broker.redis")
@@ -245,6 +245,9 @@ class RedisBroker(Broker):
         # with `_sync_requests`, what `waiting` reports.
         self._settling = 0
         self._calls_in_flight = 0
+        # Pipelines running now: a burst of handshakes queues here rather than asking the client
+        # for more connections than it holds (see `redis_client.MAX_CALLS`).
+        self._call_slots = asyncio.Semaphore(MAX_CALLS)
         # Per user, the newest event handed to the hub: later messages continue from here.
         self._delivered: dict[str, _Mark] = {}
         # Users whose channel may have missed events, with the loop time at which their catch-up
@@ -338,7 +341,8 @@ class RedisBroker(Broker):
         reply means the script did not run."""
         self._calls_in_flight += len(calls)
         try:
-            return await self._run_pipelines(calls, wait=wait)
+            async with self._call_slots:
+                return await self._run_pipelines(calls, wait=wait)
         finally:
             self._calls_in_flight -= len(calls)
 

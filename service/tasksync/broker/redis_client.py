@@ -18,9 +18,16 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
 
-# Connections to Redis per replica (per node on a cluster; the pub/sub listener holds one), and
-# how long a call waits for one to be free before it counts as Redis being unavailable.
-MAX_CONNECTIONS = 64
+# Script pipelines a replica runs at once (the broker queues the others): each holds one
+# connection, per node on a cluster. redis-py's cluster client does not queue for a connection:
+# past its limit it raises, and its pipeline's retry then closes the whole client, failing every
+# call in flight on every node. So the broker bounds its calls below the pool's size.
+MAX_CALLS = 64
+# Connections beyond those: the pub/sub listener, readiness pings, topology refreshes.
+SPARE_CONNECTIONS = 8
+# Connections to Redis per replica (per node on a cluster), and how long a call waits for one to
+# be free before it counts as Redis being unavailable.
+MAX_CONNECTIONS = MAX_CALLS + SPARE_CONNECTIONS
 POOL_TIMEOUT = 5.0
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "health_check_interval": 5}
 
