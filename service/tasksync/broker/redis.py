@@ -779,8 +779,11 @@ class RedisBroker(Broker):
             elif kind in ("subscribe", "ssubscribe"):
                 channel = message["channel"].decode()
                 if channel == control:
-                    # Users put on this shard while this connection was being set up.
-                    if late := shard.users - snapshot:
+                    # Users put on this shard while this connection was being set up, until none
+                    # is left: the subscriber leaves the users it places to this listener until
+                    # `listening` is set, including those placed while these are being sent.
+                    while late := shard.users - snapshot:
+                        snapshot |= late
                         await self._send_subscribe(pubsub, [self._channel(u) for u in late])
                     shard.listening.set()
                 elif (confirmed := shard.confirmations.get(channel)) is not None and not confirmed.done():
