@@ -227,3 +227,57 @@ async def test_wait_on_the_cluster_asks_each_master_for_its_own_replica(shared_c
         else:
             assert all(isinstance(outcome, BrokerUnavailable) for outcome in outcomes), outcomes
             assert "1 of 2 replicas" in str(outcomes[0])
+
+
+async def test_a_burst_beyond_the_connection_pool_is_served_and_delivered_exactly_once_in_order(shared_cluster):
+    """Twelve hundred users on every master open in quick waves on one replica (watch, then read
+    the head, as a handshake does), some while its listeners are still coming up, and another
+    replica publishes to all of them in batches sent together: more script calls in flight than
+    the replica holds connections to each master. Every call succeeds and the watching replica
+    hands on every event once, in order, to every user, whenever its watch came."""
+    users = [f"burst-{n}" for n in range(1200)]
+    assert len({shared_cluster.master_of(user_keys("tasksync", user).head).port for user in users}) == 3
+    watcher, publisher = RedisBroker(shared_cluster.url), RedisBroker(shared_cluster.url)
+    received: dict[str, list[int]] = {user: [] for user in users}
+
+    def sink(delivery: Delivery) -> int:
+        received[delivery.user_id].append(delivery.seq)
+        return 1
+
+    watcher.set_sink(sink)
+    await watcher.start()
+    try:
+
+        async def open_user(user: str) -> int:
+            await watcher.watch(user)
+            return (await watcher.position(user)).seq
+
+        # In waves, as a load generator's sockets arrive: each wave's watch round and head reads
+        # overlap the next wave's, and the catch-ups of the channels confirmed meanwhile.
+        opening = []
+        for wave in range(0, len(users), 150):
+            opening += [asyncio.create_task(open_user(user)) for user in users[wave : wave + 150]]
+            await asyncio.sleep(0.02)
+        heads = dict(zip(users, await asyncio.gather(*opening), strict=True))
+        rounds, batch_size = 3, 20
+        events = [
+            TaskEvent(id=f"burst-{r}", user_id=user, event="task.updated", task={"r": r}, occurred_at="t")
+            for r in range(rounds)
+            for user in users
+        ]
+        batches = [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
+        outcomes = [o for got in await asyncio.gather(*(publisher.publish_many(b) for b in batches)) for o in got]
+        refused = [outcome for outcome in outcomes if not isinstance(outcome, Delivery)]
+        assert not refused, f"{len(refused)} of {len(outcomes)} publishes refused, e.g. {refused[0]!r}"
+
+        def all_delivered() -> bool:
+            late = [user for user in users if len(received[user]) < rounds]
+            assert not late, f"{len(late)} users still waiting, e.g. {late[0]}: {received[late[0]]}"
+            return True
+
+        await eventually(all_delivered, timeout=60, what="every event of every user")
+        for user in users:
+            assert received[user] == [heads[user] + r + 1 for r in range(rounds)], f"{user}: {received[user]}"
+    finally:
+        await watcher.stop()
+        await publisher.stop()
