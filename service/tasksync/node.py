@@ -54,6 +54,10 @@ class Node:
         self.send_timeout = send_timeout
         self.broker.set_sink(self.hub.deliver)
         self._background = BackgroundTasks()
+        # Watches in flight, by user. Until a user's watch returns, the broker does not owe this
+        # process the user's events: a second socket of the user that opened its stream meanwhile
+        # would start at a head the watch may not cover, and miss what came between.
+        self._watches: dict[str, asyncio.Future[None]] = {}
 
     async def start(self) -> None:
         await self.broker.start()
@@ -65,9 +69,26 @@ class Node:
         await self.broker.stop()
 
     async def register(self, conn: Connection) -> None:
-        """Add a connection to the hub; the broker hears of its user's first one here."""
+        """Add a connection to the hub; the broker hears of its user's first one here. Returns
+        once the broker watches the user, also for a connection that did not start the watch."""
+        user_id = conn.user_id
+        watch: asyncio.Future[None] | None
         if self.hub.add(conn):
-            await self.broker.watch(conn.user_id)
+            watch = asyncio.ensure_future(self.broker.watch(user_id))
+            self._watches[user_id] = watch
+            watch.add_done_callback(lambda done: self._watch_done(user_id, done))
+        elif (watch := self._watches.get(user_id)) is None:
+            return
+        # Shielded: a session that goes away during its handshake must not cancel the watch that
+        # its user's other sockets wait for.
+        await asyncio.shield(watch)
+
+    def _watch_done(self, user_id: str, watch: asyncio.Future[None]) -> None:
+        if self._watches.get(user_id) is watch:
+            del self._watches[user_id]
+        if not watch.cancelled():
+            # Retrieved here too, in case every socket that waited for it has gone away.
+            watch.exception()
 
     async def unregister(self, conn: Connection) -> None:
         if self.hub.remove(conn):
