@@ -47,13 +47,19 @@ async def _let_others_run() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_second_socket_waits_for_the_watch_its_user_s_first_socket_started():
-    broker = GatedBroker()
+async def _two_sockets_registering(broker: GatedBroker) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
+    """Alice's first socket registers, then her second while the first one's watch waits."""
     node = _node(broker)
     first = asyncio.create_task(node.register(_conn("alice")))
     await _let_others_run()
     second = asyncio.create_task(node.register(_conn("alice")))
     await _let_others_run()
+    return first, second
+
+
+async def test_a_second_socket_waits_for_the_watch_its_user_s_first_socket_started():
+    broker = GatedBroker()
+    first, second = await _two_sockets_registering(broker)
     assert broker.watches == ["alice"]  # one watch per user and process
     assert not first.done() and not second.done()
     broker.gate.set()
@@ -62,11 +68,7 @@ async def test_a_second_socket_waits_for_the_watch_its_user_s_first_socket_start
 
 async def test_a_first_socket_that_goes_away_leaves_the_watch_to_the_others():
     broker = GatedBroker()
-    node = _node(broker)
-    first = asyncio.create_task(node.register(_conn("alice")))
-    await _let_others_run()
-    second = asyncio.create_task(node.register(_conn("alice")))
-    await _let_others_run()
+    first, second = await _two_sockets_registering(broker)
     first.cancel()
     await _let_others_run()
     assert not second.done()
