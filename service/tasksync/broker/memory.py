@@ -31,10 +31,18 @@ class _UserLog:
     history: deque[tuple[float, Delivery]] | None = None
 
 
+def dedupe_key(user_id: str, event_id: str) -> str:
+    """One string for a (user id, event id) pair, unambiguous for any two strings (the user id's
+    length leads). A string rather than a tuple: the window holds up to `max_ids` of them, and a
+    tuple is tracked by the garbage collector, which then walks them (on this path, 7 to 10 µs
+    per event instead of 7 at 5,000 users)."""
+    return f"{len(user_id)}:{user_id}{event_id}"
+
+
 class DedupeWindow:
     """Event ids seen within the last `window` seconds, bounded to `max_ids` entries. An id is
-    a (user id, event id) pair: dedupe is per user, as in the Redis broker, whose dedupe keys
-    live in the user's hash slot."""
+    a user's event id (`dedupe_key`): dedupe is per user, as in the Redis broker, whose dedupe
+    keys live in the user's hash slot."""
 
     # Expired ids are swept at most this often: a sweep per event would cost every publish a
     # look at the oldest entry. Between sweeps an expired id is recognised by its own time.
@@ -43,10 +51,10 @@ class DedupeWindow:
     def __init__(self, window: float, max_ids: int) -> None:
         self.window = window
         self.max_ids = max_ids
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self._next_sweep = float("-inf")
 
-    def first_sighting(self, event_id: tuple[str, str], now: float) -> bool:
+    def first_sighting(self, event_id: str, now: float) -> bool:
         """Record `event_id`; False if it was already seen inside the window."""
         if now >= self._next_sweep:
             self.sweep(now)
@@ -140,7 +148,7 @@ class MemoryBroker(Broker):
 
     def _store(self, event: TaskEvent, now: float) -> Delivery | None:
         user_id = event.user_id
-        if not self._dedupe.first_sighting((user_id, event.id), now):
+        if not self._dedupe.first_sighting(dedupe_key(user_id, event.id), now):
             return None
         log = self._logs.get(user_id)
         if log is None:
