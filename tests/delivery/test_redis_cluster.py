@@ -151,7 +151,7 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
             n = next(numbers)
             await publisher.publish({"id": f"f-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
             acknowledged[user].append(n)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a steady stream, so the kill falls in the middle of it: the load shape
 
     streams = [asyncio.create_task(stream(user)) for user in users]
     try:
