@@ -17,7 +17,7 @@ from tasksync.broker.redis_layout import user_keys
 from tasksync.client import SyncClient
 from tasksync.events import TaskEvent
 from tasksync.protocol import ResyncRequired, TaskUpdate
-from tests.delivery.test_redis_restart import Tab, assert_no_silent_gap
+from tests.delivery.test_redis_restart import Tab, assert_no_silent_gap, close_tabs
 from tests.service.test_delivery import next_update, publish_http
 from tests.support.events import cloudevent, payload
 from tests.support.metrics import value
@@ -200,12 +200,7 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
             f"{publisher.retries} publish retries"
         )
     finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await publisher.aclose()
-        for tab in tabs:
-            await tab.client.close()
+        await close_tabs(tabs, readers, publisher)
 
 
 async def test_wait_on_the_cluster_asks_each_master_for_its_own_replica(shared_cluster):

@@ -28,6 +28,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import redis
@@ -130,6 +131,17 @@ def received(tabs: list[Tab], wanted: dict[str, int]) -> bool:
     return True
 
 
+async def close_tabs(tabs: list[Tab], tasks: list[asyncio.Task[Any]], publisher: Any) -> None:
+    """A test's end, however it went: its reading and publishing tasks cancelled, then its
+    publisher and its tabs' clients closed."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await publisher.aclose()
+    for tab in tabs:
+        await tab.client.close()
+
+
 def assert_no_silent_gap(tab: Tab) -> None:
     """What a client relies on: between resync notices, each update follows the one before by
     exactly one seq in one epoch, from where `connected` or the notice put the stream."""
@@ -183,13 +195,7 @@ async def restart_under_load(start_service, redis_server: RedisServer) -> tuple[
         assert all(tab.client.connections == 1 for tab in tabs), "a tab reconnected"
         return tabs, stream
     finally:
-        publishing.cancel()
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(publishing, *readers, return_exceptions=True)
-        await stream.publisher.aclose()
-        for tab in tabs:
-            await tab.client.close()
+        await close_tabs(tabs, [publishing, *readers], stream.publisher)
 
 
 async def test_with_persistence_every_acknowledged_event_reaches_every_tab_once_in_order(start_service, redis_server):
@@ -313,12 +319,7 @@ async def test_a_redis_that_lost_its_last_writes_makes_every_tab_resync_then_sen
             assert not reader.done(), f"a tab's connection ended: {reader.exception()!r}"
         assert all(tab.client.connections == 1 for tab in tabs), "a tab reconnected"
     finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await publisher.aclose()
-        for tab in tabs:
-            await tab.client.close()
+        await close_tabs(tabs, readers, publisher)
 
     for tab in tabs:
         assert_no_silent_gap(tab)
@@ -426,12 +427,7 @@ async def test_a_foreign_message_on_a_user_channel_costs_a_log_line_and_the_list
         assert replica.log().count("undecodable message") == 3
         assert not any(reader.done() for reader in readers) and tab.client.connections == 1
     finally:
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await publisher.aclose()
-        await tab.client.close()
-        await bystander.client.close()
+        await close_tabs([tab, bystander], readers, publisher)
 
 
 async def test_a_failing_catch_up_is_retried_until_it_succeeds_and_holds_up_no_other_user(redis_server):
