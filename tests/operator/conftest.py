@@ -208,12 +208,27 @@ async def dapr_crd(kube: client.ApiClient) -> None:
     await apply_crd(kube, load_yaml(DAPR_CRD))
 
 
+STARTED_OPERATORS = pytest.StashKey[list[OperatorProcess]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failed test that ran operator processes reports their logs: what the operator saw is
+    the first question about any failure here, and the log files go with the tmp_path."""
+    report: pytest.TestReport = yield
+    if report.when == "call" and report.failed:
+        for process in item.stash.get(STARTED_OPERATORS, []):
+            report.sections.append((f"operator log {process.log_path}", process.log_path.read_text()[-20_000:]))
+    return report
+
+
 @pytest.fixture
 def operator_process(
-    cluster: LocalCluster, tmp_path: Path
+    request: pytest.FixtureRequest, cluster: LocalCluster, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start `tasksync-operator` processes watching one namespace; all are killed at the end."""
     started: list[OperatorProcess] = []
+    request.node.stash[STARTED_OPERATORS] = started
 
     def start(namespace: str, *flags: str, kubeconfig: Path | None = None) -> OperatorProcess:
         liveness = f"http://127.0.0.1:{free_port()}/healthz"

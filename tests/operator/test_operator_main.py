@@ -46,10 +46,12 @@ async def test_liveness_endpoint(operator):
 async def test_command_runs_one_namespace_logs_json_and_stops_on_sigterm(kube, dapr_crd, operator_process):
     """`tasksync-operator` as a process, the way its Deployment runs it."""
     namespace = f"solo-{secrets.token_hex(4)}"
+    # The namespace first, as in production: one created within kopf's first moments can be
+    # missed (docs/operator.md, "Namespaces created while the operator starts").
+    await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
     operator = operator_process(namespace)
     await operator.wait_live()
 
-    await client.CoreV1Api(kube).create_namespace({"metadata": {"name": namespace}})
     await create_tss(kube, namespace, tss("solo"))
     await wait_ready(kube, namespace, "solo")
     assert await operator.stop() == 0
