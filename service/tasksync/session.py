@@ -39,7 +39,7 @@ from .protocol import (
 )
 from .ratelimit import TokenBucket
 from .service import Service
-from .transport import transport_of
+from .transport import release, transport_of
 
 
 class HandshakeRejected(Exception):
@@ -191,6 +191,7 @@ async def run_session(socket: WebSocket) -> None:
     finally:
         if room:
             service.release_socket_slot()
+        release(socket)
 
 
 async def _admit(socket: WebSocket, service: Service, room: bool) -> Admission | None:

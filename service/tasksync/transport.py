@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar import WebSocket
+from litestar.connection.base import empty_receive, empty_send
 
 from .connection import Transport
 
@@ -142,6 +143,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     # `close_sent` land in the properties below; pausing and losing the connection come through
     # the overrides), so the check reads one attribute of the protocol instead of four objects.
     _write_bits = 0
+    # Whether the application's task for this connection has started and not yet ended
+    # (uvicorn's `tasks` is the whole server's).
+    _app_running = False
     # uvicorn's own are an asyncio.Queue and an asyncio.Event: these use the part of them it uses.
     queue: ReceiveQueue  # type: ignore[assignment]
     writable: WritableFlag  # type: ignore[assignment]
@@ -212,6 +216,24 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._cancel_stall_timer()
         super().connection_lost(exc)
         self._write_bits |= LOST
+        if not self._app_running:
+            self._release()
+
+    def on_task_complete(self, task: asyncio.Task[None]) -> None:
+        super().on_task_complete(task)
+        self._app_running = False
+        if self._write_bits & LOST:
+            self._release()
+
+    def _release(self) -> None:
+        """Lost, and the application done with it: break the cycles that would keep this
+        protocol, its transport and its socket's scope alive until a full collection found
+        them (the scope refers back to the protocol; websockets' parser is a generator whose
+        frame refers to its own connection). Reference counting then frees them at once."""
+        scope = getattr(self, "scope", None)  # set by handle_connect, if the request got that far
+        if scope is not None:
+            scope.pop(TRANSPORT_KEY, None)
+        self.conn.parser.close()
 
     def _hold_reading_while_backlogged(self) -> None:
         # uvicorn resumes reading for reasons of its own; a write backlog outranks them.
@@ -246,6 +268,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        self._app_running = True
         # The protocol itself is the connection's transport, whatever wraps `send` on the way to
         # the app (Litestar's exception middleware does, so nothing reachable from `send` would).
         # Set here, before the application task first runs, rather than in an override of
@@ -325,6 +348,14 @@ def transport_of(socket: WebSocket) -> Transport:
     session = asyncio.current_task()
     assert session is not None, "a session runs in a task"
     return AsgiTransport(socket, session)
+
+
+def release(socket: WebSocket) -> None:
+    """Untie a socket whose session is over from Litestar's wrappers. Each wraps the protocol's
+    receive or send in a closure over the socket itself: a reference cycle that kept the socket,
+    its scope and through them the whole protocol (about 40 objects a connection) in memory
+    until a full collection found them. Untied, they are freed as the session returns."""
+    socket.receive, socket.send = empty_receive, empty_send
 
 
 def websocket_protocol(send_timeout: float, on_stalled: Callable[[], None]) -> type[WebSocketProtocol]:

@@ -6,35 +6,23 @@ metrics directly."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import msgspec
-import uvicorn
 from websockets.asyncio.client import connect
 
 from tasksync.events import TaskEvent
-from tasksync.server import uvicorn_config
 from tasksync.service import Service
-from tasksync.settings import Settings
 from tests.delivery.test_slow_consumer import BIG, small_buffer_socket
-from tests.support.servers import free_port
+from tests.support.servers import in_process_server
 from tests.support.waiting import eventually
 
 
 @contextlib.asynccontextmanager
 async def plain_uvicorn(**settings: object) -> AsyncIterator[tuple[Service, int]]:
-    port = free_port()
-    service = Service(Settings(dev=True, host="127.0.0.1", port=port, log_level="warning", **settings))
-    server = uvicorn.Server(uvicorn_config(service, ws="websockets-sansio"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, what="uvicorn listening")
-        yield service, port
-    finally:
-        server.should_exit = True
-        await serving
+    async with in_process_server({"ws": "websockets-sansio"}, **settings) as (service, server):
+        yield service, server.config.port
 
 
 def metric(service: Service, name: str, **labels: str) -> float:

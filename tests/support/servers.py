@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
+
+from tasksync.server import uvicorn_config
+from tasksync.service import Service
+from tasksync.settings import Settings
 
 from .processes import read_log, start_until_ready, stop_process
+from .waiting import eventually
 
 
 def free_port() -> int:
@@ -70,3 +80,21 @@ class ServiceProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         return stop_process(self.process, name=f"tasksync on port {self.port}", sig=sig, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(
+    uvicorn_overrides: dict[str, Any] | None = None, **settings: Any
+) -> AsyncIterator[tuple[Service, uvicorn.Server]]:
+    """A development-mode service under uvicorn in this test's own event loop, for tests that
+    look inside it (its objects, its metrics); `server.config.port` is where it listens."""
+    port = free_port()
+    service = Service(Settings(dev=True, host="127.0.0.1", port=port, log_level="warning", **settings))
+    server = uvicorn.Server(uvicorn_config(service, **(uvicorn_overrides or {})))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, what="uvicorn listening")
+        yield service, server
+    finally:
+        server.should_exit = True
+        await serving
