@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..harness import Run, median
+from ..harness import Profiler, Run, median
 from ..procs import Child, CpuSampler, Redis, free_port, python_module
 
 STEADY_SECONDS = 2.0
@@ -67,11 +67,17 @@ def storm_once(run: Run, name: str) -> dict[str, Any]:
         with CpuSampler(lambda: [servers[-1].pid, redis.pid]) as sampler:
             run.ask({"cmd": "storm_mark"})
             stopping = time.monotonic()
-            run.stop(servers[-1])
+            # `--profile`: the old process from SIGTERM to its exit, the new one from its first
+            # listen until the storm is over.
+            with Profiler(run, servers[-1], f"storm-{name}-stop"):
+                run.stop(servers[-1])
             stopped = time.monotonic()
             servers.append(run.start(Child(f"tasksync-storm-{port}-b", argv, run.raw)).wait_for_port(port))
             listening = time.monotonic()
-            finished = run.ask({"cmd": "storm_finish", "timeout": BACK_TIMEOUT, "settle": SETTLE_SECONDS}, timeout=300)
+            with Profiler(run, servers[-1], f"storm-{name}-resume"):
+                finished = run.ask(
+                    {"cmd": "storm_finish", "timeout": BACK_TIMEOUT, "settle": SETTLE_SECONDS}, timeout=300
+                )
     finally:
         for server in servers:
             run.stop(server)
