@@ -15,6 +15,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
@@ -25,6 +26,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from .collector import PAUSE_BUCKETS
 
 # `_created` series double the exposition for no dashboard use.
 disable_created_metrics()
@@ -257,6 +260,14 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         r.register(self.broker_lag)
+        self.gc_pauses = Histogram(
+            "tasksync_gc_pause_seconds",
+            "Time the event loop stood still for a collection of Python's cyclic garbage collector, by "
+            "generation (2: a full collection, paced by gc_full_collection_interval).",
+            ["generation"],
+            buckets=PAUSE_BUCKETS,
+            registry=r,
+        )
         self.broker_waiting = Gauge(
             "tasksync_broker_waiting",
             "What waits for Redis in this process: script calls in flight (publishes and reads) and "

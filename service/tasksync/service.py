@@ -19,6 +19,7 @@ import msgspec
 from . import redact
 from .background import BackgroundTasks
 from .broker import Broker, BrokerUnavailable, Delivery, create_broker
+from .collector import CollectorPacing
 from .connection import CloseRequest
 from .events import TaskEvent
 from .limits import Limits, LimitsFile
@@ -56,6 +57,7 @@ class Service:
     def __init__(self, settings: Settings, *, broker: Broker | None = None, plugins: Plugins | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.collector = CollectorPacing(settings.gc_full_collection_interval, self.metrics.gc_pauses)
         # `.labels()` takes a lock and validates its arguments; per event, look children up once.
         self._received = functools.cache(self.metrics.events_received.labels)
         self.plugins = plugins or Plugins(settings, self.metrics)
@@ -115,6 +117,7 @@ class Service:
     async def start(self) -> None:
         # By now uvicorn and Litestar have set up their log handlers: filter them all.
         redact.install()
+        self.collector.start()
         if self.settings.dev:
             log.warning(
                 "DEVELOPMENT MODE: any client can claim any user with ?user_id=...; never run this in production"
@@ -136,6 +139,7 @@ class Service:
         await self._background.cancel_all()
         await self.node.stop()
         await self.plugins.shutdown()
+        self.collector.stop()
 
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012
