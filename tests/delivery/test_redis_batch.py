@@ -112,3 +112,34 @@ async def test_a_dapr_bulk_delivery_costs_a_bounded_number_of_round_trips_and_an
         assert reads <= ROUND_TRIP_BOUND, reads
         wanted = [n for n in range(0, BATCH, 2) if n != 8]
         assert [u.task["n"] for u in await updates(ann, len(wanted))] == wanted
+
+
+def script_calls(admin: redis.Redis) -> int:
+    """Lua script calls Redis has run: every publish and every history or head read is one."""
+    stats = admin.info("commandstats")
+    return sum(int(stat["calls"]) for name, stat in stats.items() if name.startswith(("cmdstat_eval", "cmdstat_fcall")))
+
+
+async def test_a_resume_from_the_newest_event_of_a_watched_user_reads_nothing_from_redis(
+    start_service, redis_server, admin
+):
+    """Another tab of a user this replica watches, resuming from the newest event: the replica
+    is owed every later event anyway, so it answers without a round trip (a reconnect storm is
+    made of such resumes). The live events after it still arrive, once each."""
+    service = start_service("--dev", "--broker", redis_server.url)
+    async with SyncClient(service.ws, user_id="ann") as watching, httpx.AsyncClient(timeout=30) as http:
+        assert (await http.post(service.http + "/v1/events", json=[event(0), event(2)])).status_code == 202
+        newest = (await updates(watching, 2))[-1]
+        resuming = SyncClient(service.ws, user_id="ann")
+        resuming.last_seq, resuming.epoch = newest.seq, newest.epoch
+        before = script_calls(admin)
+        connected = await resuming.connect()
+        try:
+            assert script_calls(admin) == before
+            assert (connected.resumed, connected.seq) == (True, newest.seq)
+            assert (await http.post(service.http + "/v1/events", json=event(4))).status_code == 202
+            for tab in (watching, resuming):
+                [live] = await updates(tab, 1)
+                assert (live.seq, live.epoch, live.task) == (newest.seq + 1, newest.epoch, {"n": 4})
+        finally:
+            await resuming.close()
