@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -143,3 +144,7 @@ def run(settings: Settings) -> None:
         raise RuntimeError(str(exc)) from exc
     quiet_client_protocol_errors()
     DrainingServer(uvicorn_config(service), service).run(sockets=[sock])
+    # The process is about to exit: Python's shutdown runs several full collections, which would
+    # walk what is left for nothing (0.1-0.3 s after a drain of 5,000 sockets, while a restarting
+    # pod's clients wait). Frozen objects are left to the exit.
+    gc.freeze()
