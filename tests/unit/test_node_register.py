@@ -11,6 +11,7 @@ from tasksync.metrics import Metrics
 from tasksync.node import Node
 from tasksync.ratelimit import BucketsByKey
 from tests.support.recording_transport import RecordingTransport
+from tests.support.waiting import eventually
 
 
 class GatedBroker(MemoryBroker):
@@ -43,6 +44,7 @@ def _conn(user: str) -> Connection:
 
 
 async def _let_others_run() -> None:
+    """Turns of the loop for what is not to happen (a wait that must stay pending)."""
     for _ in range(20):
         await asyncio.sleep(0)
 
@@ -51,7 +53,7 @@ async def _two_sockets_registering(broker: GatedBroker) -> tuple[asyncio.Task[No
     """Alice's first socket registers, then her second while the first one's watch waits."""
     node = _node(broker)
     first = asyncio.create_task(node.register(_conn("alice")))
-    await _let_others_run()
+    await eventually(lambda: broker.watches == ["alice"], what="the first socket's watch under way")
     second = asyncio.create_task(node.register(_conn("alice")))
     await _let_others_run()
     return first, second
