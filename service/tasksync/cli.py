@@ -20,6 +20,7 @@ import msgspec
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from .client import SyncClient, backoff_delay
+from .listener import listening_socket
 from .protocol import Connected
 from .settings import ENV_PREFIX, load_settings, setting_docs
 
@@ -132,8 +133,6 @@ def _non_empty_user(user_id: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .server import run
-
     overrides = {doc.name: getattr(args, doc.name) for doc in setting_docs()}
     try:
         settings = load_settings(overrides, config_file=args.config)
@@ -142,7 +141,11 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     try:
-        run(settings)
+        # Listening before the application is even imported: see listener.py.
+        sock = listening_socket(settings.host, settings.port)
+        from .server import run
+
+        run(settings, sock)
     except (RuntimeError, ValueError) as exc:
         print(f"tasksync: {exc}", file=sys.stderr)
         return 2

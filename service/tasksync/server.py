@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import logging
 import signal
@@ -15,6 +14,7 @@ import uvicorn
 
 from .app import create_app
 from .forwarded import forwarded_headers
+from .listener import LISTEN_BACKLOG
 from .plugins import PluginError
 from .service import Service
 from .settings import Settings
@@ -70,6 +70,8 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         # uvicorn's own ceiling; the service applies the (reloadable) frame limit below it.
         "ws_max_size": max(1 << 20, settings.max_frame_bytes),
         "lifespan": "on",
+        # uvicorn listens again on the socket listener.py opened: the same queue length.
+        "backlog": LISTEN_BACKLOG,
         # Said rather than guessed: uvicorn tells ASGI 2 from 3 by whether the app's __call__ is a
         # coroutine function, and forwarded.py's outermost layer returns the app's coroutine.
         "interface": "asgi3",
@@ -104,24 +106,6 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(app, **options)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The bound socket uvicorn will listen on. Bound before anything starts, so a port in use
-    is one plain error instead of a bind failure after the application has started."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise RuntimeError(
-                f"port {port} on {host} is already in use (another TaskSync or another server); "
-                f"pick another port: make demo PORT={port + 1}, or tasksync serve --port {port + 1}"
-            ) from None
-        raise RuntimeError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
-    return sock
-
-
 def listening_message(settings: Settings, port: int) -> str:
     scheme = "https" if settings.tls_certfile else "http"
     # A wildcard address is not one to open; the machine itself is.
@@ -135,8 +119,8 @@ def listening_message(settings: Settings, port: int) -> str:
     return f"TaskSync listening on {scheme}://{host}:{port}"
 
 
-def run(settings: Settings) -> None:
-    sock = listening_socket(settings.host, settings.port)
+def run(settings: Settings, sock: socket.socket) -> None:
+    """Serve on `sock` (listener.py) until a signal stops the server; `sock` is closed on return."""
     try:
         service = Service(settings)
     except PluginError as exc:
