@@ -74,8 +74,18 @@ from redis.exceptions import NoScriptError, RedisError
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
-from .redis_client import MAX_CALLS, is_cluster_url, node_redis, redis_cluster, single_redis
+from .redis_client import (
+    HEALTH_CHECK_INTERVAL,
+    MAX_CALLS,
+    SOCKET_TIMEOUT,
+    is_cluster_url,
+    node_redis,
+    redis_cluster,
+    single_redis,
+)
 from .redis_layout import PUBLISH_SCRIPT, READ_SCRIPT, REPLACE_EPOCH_SCRIPT, user_keys
+from .redis_pipeline import execute
+from .redis_pubsub import PubSubConnection
 
 log = logging.getLogger("tasksync.broker.redis")
 
@@ -169,6 +179,8 @@ def _entry_event_id(entry: list[Any]) -> str:
 
 
 def _candidate_epoch() -> str:
+    """An epoch for a user whose head Redis lacks or has lost writes of. One serves every user
+    of a batch: epochs are told apart per user, and each batch draws a new one."""
     return "r-" + secrets.token_hex(6)
 
 
@@ -182,7 +194,7 @@ class _Shard:
         self.port = port
         self.users: set[str] = set()
         self.client: Any = None
-        self.pubsub: Any = None
+        self.pubsub: PubSubConnection | None = None
         self.listening = asyncio.Event()
         self.confirmations: dict[str, asyncio.Future[None]] = {}
         self.task: asyncio.Task[None] | None = None
@@ -386,19 +398,27 @@ class RedisBroker(Broker):
         return replies
 
     async def _node_pipeline(self, calls: Sequence[_Call], node: Any, *, wait: bool) -> list[Any]:
-        """The calls in one pipeline to one node; with `wait` and `wait_replicas`, followed by a
-        WAIT, and each stored reply turned into a failure when fewer replicas had it in time."""
-        pipe = self._redis.pipeline(transaction=False)
-        for call in calls:
-            # Not `pipe.evalsha`: redis-py's cluster pipeline refuses it by name, though every
-            # call here touches one slot.
-            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        """The calls in one pipeline to one node (None: the one Redis); with `wait` and
+        `wait_replicas`, followed by a WAIT, and each stored reply turned into a failure when
+        fewer replicas had it in time."""
+        # Not `pipe.evalsha` on a cluster: redis-py's cluster pipeline refuses it by name, though
+        # every call here touches one slot.
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls
+        ]
         waits = wait and self.wait_replicas > 0
         if waits:
-            target = {} if node is None else {"target_nodes": node}
-            pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000), **target)
+            commands.append(("WAIT", self.wait_replicas, int(self.wait_timeout * 1000)))
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            if node is None:
+                replies = await execute(
+                    self._redis.connection_pool, commands, timeout=SOCKET_TIMEOUT + self.wait_timeout * waits
+                )
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command, **({"target_nodes": node} if command[0] == "WAIT" else {}))
+                replies = await pipe.execute(raise_on_error=False)
         except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
         if not waits:
@@ -435,11 +455,11 @@ class RedisBroker(Broker):
         if len(self._seen) > SEEN_USERS:
             self._seen.popitem(last=False)
 
-    def _publish_call(self, event: TaskEvent, now_ms: int) -> tuple[_Call, tuple[str, str]]:
+    def _publish_call(self, event: TaskEvent, now_ms: int, candidate: str) -> tuple[_Call, tuple[str, str]]:
         keys = user_keys(self.prefix, event.user_id)
         halves = task_update_halves(event)
         args: list[str | int] = [
-            _candidate_epoch(),
+            candidate,
             int(self.dedupe_window * 1000),
             self.history_size,
             int(self.history_ttl * 1000),
@@ -461,8 +481,8 @@ class RedisBroker(Broker):
     async def publish_many(self, events: Sequence[TaskEvent]) -> list[Delivery | BrokerUnavailable | None]:
         if not events:
             return []
-        now_ms = int(time.time() * 1000)
-        prepared = [self._publish_call(event, now_ms) for event in events]
+        now_ms, candidate = int(time.time() * 1000), _candidate_epoch()
+        prepared = [self._publish_call(event, now_ms, candidate) for event in events]
         replies = await self._run([call for call, _ in prepared], wait=True)
         outcomes: list[Delivery | BrokerUnavailable | None] = []
         for event, (_, (head, tail)), reply in zip(events, prepared, replies, strict=True):
@@ -479,10 +499,10 @@ class RedisBroker(Broker):
                 outcomes.append(Delivery(event.user_id, seq, epoch, frame, event.id, listeners=listeners))
         return outcomes
 
-    def _read_call(self, user_id: str, first_wanted: int) -> _Call:
+    def _read_call(self, user_id: str, first_wanted: int, candidate: str) -> _Call:
         keys = user_keys(self.prefix, user_id)
         args: list[str | int] = [
-            _candidate_epoch(),
+            candidate,
             first_wanted,
             *self._seen_head(user_id),
             int(self.history_ttl * 1000),
@@ -497,7 +517,8 @@ class RedisBroker(Broker):
     async def _read_state(self, user_id: str, first_wanted: int) -> tuple[str, int, list[Any]]:
         """The user's epoch in effect and head, and the history entries from `first_wanted` on
         (0: the head's entry only). Raises BrokerUnavailable."""
-        return self._read_reply(user_id, await self._run_one(self._read_call(user_id, first_wanted)))
+        call = self._read_call(user_id, first_wanted, _candidate_epoch())
+        return self._read_reply(user_id, await self._run_one(call))
 
     async def position(self, user_id: str) -> Position:
         mark = self._delivered.get(user_id)
@@ -626,7 +647,8 @@ class RedisBroker(Broker):
         # open a second one under it); it subscribes every user of its shard once connected.
         live = [(shard, shard_users) for shard, shard_users in by_shard.items() if shard.listening.is_set()]
         await asyncio.gather(*(self._subscribe(shard, shard_users) for shard, shard_users in live))
-        replies = await self._run([self._read_call(u, 0) for u in added])
+        candidate = _candidate_epoch()
+        replies = await self._run([self._read_call(u, 0, candidate) for u in added])
         for user_id, reply in zip(added, replies, strict=True):
             if isinstance(reply, Exception) or user_id not in self._subscribed:
                 continue
@@ -679,23 +701,15 @@ class RedisBroker(Broker):
             for channel in channels:
                 shard.confirmations.pop(channel, None)
 
-    async def _send_subscribe(self, pubsub: Any, channels: Collection[str]) -> None:
+    async def _send_subscribe(self, pubsub: PubSubConnection, channels: Collection[str]) -> None:
         """One SUBSCRIBE for every channel; on a cluster, one SSUBSCRIBE per hash slot (Redis
         takes one slot per call), all sent without waiting for the replies."""
-        if not channels:
-            return
-        if not self._cluster:
-            await pubsub.subscribe(*channels)
-            return
-        for slot_channels in _by_slot(channels):
-            await pubsub.ssubscribe(*slot_channels)
+        for slot_channels in _by_slot(channels) if self._cluster else [channels] if channels else []:
+            await pubsub.subscribe(slot_channels, sharded=self._cluster)
 
-    async def _send_unsubscribe(self, pubsub: Any, channels: Collection[str]) -> None:
-        if not self._cluster:
-            await pubsub.unsubscribe(*channels)
-            return
-        for slot_channels in _by_slot(channels):
-            await pubsub.sunsubscribe(*slot_channels)
+    async def _send_unsubscribe(self, pubsub: PubSubConnection, channels: Collection[str]) -> None:
+        for slot_channels in _by_slot(channels) if self._cluster else [channels] if channels else []:
+            await pubsub.unsubscribe(slot_channels, sharded=self._cluster)
 
     # -- the listeners ---------------------------------------------------------------------
 
@@ -715,7 +729,7 @@ class RedisBroker(Broker):
                 shard.listening.clear()
                 if shard.pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):
-                        await shard.pubsub.aclose()
+                        await shard.pubsub.close()
                     shard.pubsub = None
                 if shard.client is not None:
                     with contextlib.suppress(RedisError, OSError):
@@ -761,51 +775,55 @@ class RedisBroker(Broker):
     async def _listen_once(self, shard: _Shard) -> None:
         if self._cluster:
             shard.client = node_redis(self.url, shard.host, shard.port)
-            pubsub = shard.client.pubsub()
-        else:
-            pubsub = self._redis.pubsub()
+        pubsub = PubSubConnection(shard.client or self._redis, idle_timeout=HEALTH_CHECK_INTERVAL)
         shard.pubsub = pubsub
+        await pubsub.open()
         snapshot = set(shard.users)
         # The control channel comes last: Redis confirms subscriptions in order, so once it is
         # confirmed every channel of the snapshot is live. It also keeps the connection
-        # subscribed (and readable) while no user is watched.
-        control = f"{self.prefix}:control"
+        # subscribed while no user is watched. It is a plain channel on a cluster too (sharded
+        # pub/sub has no slot-less channel): SUBSCRIBE works on every node.
+        control = f"{self.prefix}:control".encode()
         await self._send_subscribe(pubsub, [self._channel(u) for u in snapshot])
-        await pubsub.subscribe(control)
-        async for message in pubsub.listen():
-            kind = message["type"]
-            if kind in ("message", "smessage"):
-                user_id = self._user_of_channel(message["channel"].decode())
-                if user_id is None:
-                    continue
-                try:
-                    self._on_message(user_id, message["data"])
-                except UndecodableMessage as exc:
-                    # Not ours, or from another version of TaskSync: skipped. If it was an event,
-                    # history has it, and a catch-up delivers it in its place.
-                    log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
-                    if user_id in self._subscribed:
+        await pubsub.subscribe([control], sharded=False)
+        async for replies in pubsub.replies():
+            for reply in replies:
+                if not isinstance(reply, list):
+                    continue  # the answer to a liveness PING
+                kind = reply[0]
+                if kind == b"message" or kind == b"smessage":
+                    user_id = self._user_of_channel(reply[1].decode())
+                    if user_id is None:
+                        continue
+                    try:
+                        self._on_message(user_id, reply[2])
+                    except UndecodableMessage as exc:
+                        # Not ours, or from another version of TaskSync: skipped. If it was an
+                        # event, history has it, and a catch-up delivers it in its place.
+                        log.warning("undecodable message on the channel of %s skipped (%s)", user_id, exc)
+                        if user_id in self._subscribed:
+                            self._owe_catch_up(user_id)
+                elif kind == b"subscribe" or kind == b"ssubscribe":
+                    channel = reply[1]
+                    if channel == control:
+                        # Users put on this shard while this connection was being set up, until
+                        # none is left: the subscriber leaves the users it places to this
+                        # listener until `listening` is set, including those placed while these
+                        # are being sent.
+                        while late := shard.users - snapshot:
+                            snapshot |= late
+                            await self._send_subscribe(pubsub, [self._channel(u) for u in late])
+                        shard.listening.set()
+                    elif (confirmed := shard.confirmations.get(channel.decode())) is not None and not confirmed.done():
+                        confirmed.set_result(None)
+                    elif (user_id := self._user_of_channel(channel.decode())) is not None:
+                        # The channel was down, so pub/sub may have dropped some of its events.
                         self._owe_catch_up(user_id)
-            elif kind in ("subscribe", "ssubscribe"):
-                channel = message["channel"].decode()
-                if channel == control:
-                    # Users put on this shard while this connection was being set up, until none
-                    # is left: the subscriber leaves the users it places to this listener until
-                    # `listening` is set, including those placed while these are being sent.
-                    while late := shard.users - snapshot:
-                        snapshot |= late
-                        await self._send_subscribe(pubsub, [self._channel(u) for u in late])
-                    shard.listening.set()
-                elif (confirmed := shard.confirmations.get(channel)) is not None and not confirmed.done():
-                    confirmed.set_result(None)
-                elif (user_id := self._user_of_channel(channel)) is not None:
-                    # The channel was down, so pub/sub may have dropped some of its events.
-                    self._owe_catch_up(user_id)
-            elif kind == "sunsubscribe":
-                user_id = self._user_of_channel(message["channel"].decode())
-                if user_id is not None and user_id in shard.users:
-                    # Not asked for: Redis moved the channel's slot to another node.
-                    self._background(self._replace_users([user_id], refresh=True))
+                elif kind == b"sunsubscribe":
+                    user_id = self._user_of_channel(reply[1].decode())
+                    if user_id is not None and user_id in shard.users:
+                        # Not asked for: Redis moved the channel's slot to another node.
+                        self._background(self._replace_users([user_id], refresh=True))
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

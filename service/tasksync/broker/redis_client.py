@@ -29,7 +29,16 @@ SPARE_CONNECTIONS = 8
 # be free before it counts as Redis being unavailable.
 MAX_CONNECTIONS = MAX_CALLS + SPARE_CONNECTIONS
 POOL_TIMEOUT = 5.0
-_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0, "health_check_interval": 5}
+# Seconds a connection may sit unused before redis-py PINGs it before its next command; also how
+# long the pub/sub connection (redis_pubsub.py) may hear nothing before it PINGs Redis.
+HEALTH_CHECK_INTERVAL = 5.0
+# Seconds a command's reply may take (redis_pipeline.py: a whole pipeline's replies).
+SOCKET_TIMEOUT = 2.0
+_TIMEOUTS: dict[str, Any] = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": SOCKET_TIMEOUT,
+    "health_check_interval": HEALTH_CHECK_INTERVAL,
+}
 
 
 def is_cluster_url(url: str) -> bool:
