@@ -411,9 +411,8 @@ class RedisBroker(Broker):
             commands.append(("WAIT", self.wait_replicas, int(self.wait_timeout * 1000)))
         try:
             if node is None:
-                replies = await execute(
-                    self._redis.connection_pool, commands, timeout=SOCKET_TIMEOUT + self.wait_timeout * waits
-                )
+                timeout = SOCKET_TIMEOUT + (self.wait_timeout if waits else 0.0)
+                replies = await execute(self._redis.connection_pool, commands, timeout=timeout)
             else:
                 pipe = self._redis.pipeline(transaction=False)
                 for command in commands:
@@ -702,14 +701,20 @@ class RedisBroker(Broker):
                 shard.confirmations.pop(channel, None)
 
     async def _send_subscribe(self, pubsub: PubSubConnection, channels: Collection[str]) -> None:
-        """One SUBSCRIBE for every channel; on a cluster, one SSUBSCRIBE per hash slot (Redis
-        takes one slot per call), all sent without waiting for the replies."""
-        for slot_channels in _by_slot(channels) if self._cluster else [channels] if channels else []:
-            await pubsub.subscribe(slot_channels, sharded=self._cluster)
+        """Subscribe to the channels, all sent without waiting for the replies."""
+        for batch in self._per_call(channels):
+            await pubsub.subscribe(batch, sharded=self._cluster)
 
     async def _send_unsubscribe(self, pubsub: PubSubConnection, channels: Collection[str]) -> None:
-        for slot_channels in _by_slot(channels) if self._cluster else [channels] if channels else []:
-            await pubsub.unsubscribe(slot_channels, sharded=self._cluster)
+        for batch in self._per_call(channels):
+            await pubsub.unsubscribe(batch, sharded=self._cluster)
+
+    def _per_call(self, channels: Collection[str]) -> list[Collection[str]]:
+        """The channels one (S)SUBSCRIBE or (S)UNSUBSCRIBE each: all of them on one Redis, those
+        of one hash slot on a cluster (Redis takes one slot per sharded call)."""
+        if not channels:
+            return []
+        return list(_by_slot(channels)) if self._cluster else [channels]
 
     # -- the listeners ---------------------------------------------------------------------
 
