@@ -96,7 +96,9 @@ async def test_every_attack_is_refused_and_no_token_reaches_the_log(guarded, rsa
     assert results == expected
 
     # Replayed after expiry: a token that worked is refused once expired.
-    short = hs256({**claims("alice"), "exp": time.time() + 1})
+    # A whole second: PyJWT compares `int(exp)` with the time, so `time.time() + 1` would leave
+    # anything from a second to nothing (refused at once when made just before a second ends).
+    short = hs256({**claims("alice"), "exp": int(time.time()) + 2})
     tokens["short-lived"] = short
     assert await outcome(url, short) == ("connected", "alice")
     expires = jwt.decode(short, options={"verify_signature": False})["exp"]
