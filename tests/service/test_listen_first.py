@@ -14,24 +14,35 @@ from pathlib import Path
 from tests.support.servers import free_port
 from tests.support.waiting import eventually
 
-# `tasksync serve`, held at the import of the application (tasksync.server) until the gate file
-# exists: a start that takes as long as the test needs, at the point where it takes its time.
+# `tasksync serve`, held at the import of the application (tasksync.server) until the test
+# writes to the gate, a named pipe (opening one to read waits for a writer): a start that takes
+# as long as the test needs, at the point where it takes its time.
 GATED_SERVE = """
-import importlib.abc, os, sys, time
+import importlib.abc, sys
 gate = sys.argv.pop(1)
 
 class HoldTheApplication(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "tasksync.server":
-            deadline = time.monotonic() + 60
-            while not os.path.exists(gate) and time.monotonic() < deadline:
-                time.sleep(0.01)
+            with open(gate, "rb") as held:
+                held.read(1)
         return None
 
 sys.meta_path.insert(0, HoldTheApplication())
 from tasksync.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _open_the_gate(gate: Path) -> bool:
+    """Let the held start go on; False while it has not reached the gate (nobody reads it)."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader yet
+        return False
+    os.write(fd, b"1")
+    os.close(fd)
+    return True
 
 
 UPGRADE = (
@@ -60,6 +71,7 @@ async def _accepts_connections(port: int) -> bool:
 
 async def test_a_client_connecting_while_the_server_starts_is_answered_once_it_has(tmp_path: Path) -> None:
     port, gate = free_port(), tmp_path / "gate"
+    os.mkfifo(gate)
     process = _gated_serve(port, gate, tmp_path / "serve.log")
     try:
         await eventually(lambda: _accepts_connections(port), timeout=30, what="the port to accept connections")
@@ -67,8 +79,8 @@ async def test_a_client_connecting_while_the_server_starts_is_answered_once_it_h
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(UPGRADE.encode())
         await writer.drain()
-        assert process.poll() is None and not gate.exists()
-        gate.touch()
+        assert process.poll() is None
+        await eventually(lambda: _open_the_gate(gate), timeout=30, what="the start to wait at the gate")
         async with asyncio.timeout(30):
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 101 "), head
