@@ -57,6 +57,23 @@ async def test_a_redis_that_does_not_answer_in_time_costs_a_timeout_and_frees_th
     assert await execute(pool, [("SET", "b", "2"), ("GET", "b")], timeout=5) == [b"OK", b"2"]
 
 
+async def test_a_connection_redis_py_reconnects_before_sending_is_read_from_its_new_stream(client):
+    pool = client.connection_pool
+    assert await execute(pool, [("PING",)], timeout=5) == [b"PONG"]
+    (connection,) = pool._available_connections
+
+    check_health = connection.check_health
+
+    async def reconnect_as_after_a_failed_ping() -> None:
+        # What redis-py does when the PING of its health check fails: a new socket, a new stream.
+        connection.check_health = check_health
+        await connection.disconnect()
+        await connection.connect()
+
+    connection.check_health = reconnect_as_after_a_failed_ping
+    assert await execute(pool, [("SET", "c", "3"), ("GET", "c")], timeout=5) == [b"OK", b"3"]
+
+
 def _event(event_id: str) -> TaskEvent:
     return TaskEvent(id=event_id, user_id="ann", event="task.updated", task={}, occurred_at="t")
 

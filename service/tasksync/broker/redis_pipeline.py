@@ -42,8 +42,10 @@ async def execute(pool: ConnectionPool, commands: Sequence[tuple[Any, ...]], *, 
     or may not have run."""
     connection = await pool.get_connection()
     try:
-        stream = connection_stream(connection)
         await connection.send_packed_command(b"".join([hiredis.pack_command(command) for command in commands]))
+        # Taken once the commands are sent: redis-py reconnects a connection whose health check
+        # (a PING after `HEALTH_CHECK_INTERVAL` idle) failed, and the stream is then a new one.
+        stream = connection_stream(connection)
         parser = hiredis.Reader(replyError=_reply_error, notEnoughData=INCOMPLETE)
         replies: list[Any] = []
         async with asyncio.timeout(timeout):
