@@ -20,11 +20,10 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.connection import ConnectionPool
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .redis_pubsub import INCOMPLETE, READ_SIZE, connection_stream
+from .redis_pubsub import INCOMPLETE, connection_stream, read_replies
 
 
 def _reply_error(message: str) -> ResponseError:
@@ -50,12 +49,7 @@ async def execute(pool: ConnectionPool, commands: Sequence[tuple[Any, ...]], *, 
         replies: list[Any] = []
         async with asyncio.timeout(timeout):
             while len(replies) < len(commands):
-                data = await stream.read(READ_SIZE)
-                if not data:
-                    raise RedisConnectionError("Redis closed the connection")
-                parser.feed(data)
-                while (reply := parser.gets()) is not INCOMPLETE:
-                    replies.append(reply)
+                replies += await read_replies(stream, parser)
     except TimeoutError:
         await connection.disconnect()
         raise RedisTimeoutError(f"Redis did not answer {len(commands)} commands within {timeout:g}s") from None

@@ -48,6 +48,19 @@ def connection_stream(connection: AbstractConnection) -> asyncio.StreamReader:
     return stream
 
 
+async def read_replies(stream: asyncio.StreamReader, parser: hiredis.Reader) -> list[Any]:
+    """Every reply the next read from `stream` completes, parsed by `parser` (which keeps a reply
+    that arrives in parts until it is whole). Raises redis-py's ConnectionError at end of stream."""
+    data = await stream.read(READ_SIZE)
+    if not data:
+        raise RedisConnectionError("Redis closed the connection")
+    parser.feed(data)
+    replies = []
+    while (reply := parser.gets()) is not INCOMPLETE:
+        replies.append(reply)
+    return replies
+
+
 class PubSubConnection:
     """A connection from `client`'s pool that subscribes to channels: plain ones, or sharded
     ones on a Redis Cluster. `replies()` yields, per read, the replies and pushes it brought as
@@ -88,22 +101,17 @@ class PubSubConnection:
         while True:
             try:
                 async with asyncio.timeout(self._idle_timeout):
-                    data = await stream.read(READ_SIZE)
+                    replies = await read_replies(stream, parser)
             except TimeoutError:
                 if pinged:
                     raise RedisConnectionError(f"Redis sent nothing for {2 * self._idle_timeout:g}s") from None
                 pinged = True
                 await connection.send_command("PING", check_health=False)
                 continue
-            if not data:
-                raise RedisConnectionError("Redis closed the pub/sub connection")
             pinged = False
-            parser.feed(data)
-            replies = []
-            while (reply := parser.gets()) is not INCOMPLETE:
+            for reply in replies:
                 if isinstance(reply, ResponseError):
                     raise reply
-                replies.append(reply)
             if replies:
                 yield replies
 
