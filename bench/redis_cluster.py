@@ -154,6 +154,19 @@ class RedisCluster:
                 process.kill()
                 process.wait(5)
 
+    def start_again(self, timeout: float = 60) -> None:
+        """Start every node that is not running (after `stop`, or `kill_master`) again on its port
+        and from its directory (nodes.conf, the append-only file), as after a power cut: the
+        cluster re-forms with the masters, replicas and data it had. Waits until it is healthy."""
+        server = shutil.which("redis-server")
+        if server is None:
+            raise ClusterFailed("redis-server is needed: run scripts/ensure-test-deps.sh")
+        for node in self.nodes:
+            if not node.alive:
+                node.killed = False
+                self._launch(server, node)
+        self.wait_until_healthy(timeout)
+
     def client(self) -> redis.cluster.RedisCluster:
         """A cluster client of redis-py, following MOVED and failovers like TaskSync's."""
         return redis.cluster.RedisCluster(

@@ -1,15 +1,18 @@
 """Two TaskSync replicas on a real Redis Cluster (3 masters with a replica each), with users
 chosen so that their slots fall on every master: isolation, resume, dedupe across replicas and
-per-user order; then a master killed under load."""
+per-user order; then a master killed under load, and a slot resharded under load."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import redis
+from redis.crc import key_slot
 
 from tasksync.broker import BrokerUnavailable, Delivery
 from tasksync.broker.redis import RedisBroker
@@ -22,7 +25,13 @@ from tests.service.test_delivery import next_update, publish_http
 from tests.support.events import cloudevent, payload
 from tests.support.metrics import value
 from tests.support.publishing import RetryingPublisher
-from tests.support.redis_cluster import RedisCluster, running_redis_cluster
+from tests.support.redis_cluster import (
+    RedisCluster,
+    assign_slot,
+    begin_slot_migration,
+    move_slot_keys,
+    running_redis_cluster,
+)
 from tests.support.waiting import eventually
 
 USERS_PER_MASTER = 2
@@ -125,6 +134,25 @@ def assert_every_event_or_a_resync(tab: Tab, acknowledged: list[int]) -> None:
     assert after == acknowledged[len(acknowledged) - len(after) :], f"{tab}: after the resync"
 
 
+async def open_tabs(users: list[str], replicas: dict[str, Any]) -> tuple[list[Tab], list[asyncio.Task[None]]]:
+    """A connected tab of each user on each replica (by name), and the tasks reading them."""
+    tabs = [
+        Tab(user, name, SyncClient(replica.ws, user_id=user)) for user in users for name, replica in replicas.items()
+    ]
+    for tab in tabs:
+        await tab.client.connect()
+    return tabs, [asyncio.create_task(tab.read()) for tab in tabs]
+
+
+async def every_tab_gets_its_last(tabs: list[Tab], acknowledged: dict[str, list[int]], what: str) -> None:
+    def delivered() -> bool:
+        late = [str(t) for t in tabs if acknowledged[t.user][-1] not in t.numbers()]
+        assert not late, f"still waiting: {late}"
+        return True
+
+    await eventually(delivered, timeout=30, what=what)
+
+
 async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_silently_missing(
     start_service, redis_cluster
 ):
@@ -133,14 +161,7 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
     victim_index = 1
     victims, others = groups[victim_index], [u for i, g in enumerate(groups) if i != victim_index for u in g]
     users = victims + others
-    tabs = [
-        Tab(user, name, SyncClient(replica.ws, user_id=user))
-        for user in users
-        for name, replica in (("a", a), ("b", b))
-    ]
-    for tab in tabs:
-        await tab.client.connect()
-    readers = [asyncio.create_task(tab.read()) for tab in tabs]
+    tabs, readers = await open_tabs(users, {"a": a, "b": b})
     publisher = RetryingPublisher([a.http, b.http], give_up_after=120)
     acknowledged: dict[str, list[int]] = {user: [] for user in users}
     numbers = itertools.count()
@@ -199,6 +220,150 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
             f"master {killed.port} killed; {resyncs} resync notices among {2 * len(victims)} tabs of its users; "
             f"{publisher.retries} publish retries"
         )
+    finally:
+        await close_tabs(tabs, readers, publisher)
+
+
+def slot_of(user: str) -> int:
+    return key_slot(user_keys("tasksync", user).head.encode())
+
+
+def error_replies(port: int, code: str) -> int:
+    """How many `code` error replies (MOVED, ASK, TRYAGAIN) the node on `port` has sent."""
+    with redis.Redis(host="127.0.0.1", port=port) as node:
+        stat = node.info("errorstats").get(f"errorstat_{code}", {"count": 0})
+    return int(stat["count"])
+
+
+async def test_a_slot_resharded_under_load_loses_nothing_and_its_users_follow_it(start_service, redis_cluster):
+    """A slot moved to another master as `redis-cli --cluster reshard` moves it (IMPORTING and
+    MIGRATING, MIGRATE of its keys, SETSLOT NODE) while events stream to two of its users, through
+    TaskSync replicas whose map of the slots is then stale: one user with history on the old
+    master, one connected whose first event comes during the move, and one TaskSync has never
+    seen (no key anywhere).
+
+    While the slot migrates, every publish script on it is refused by Redis (the event's dedupe
+    key is missing where the user's head is: TRYAGAIN; for the unseen user, after an ASK to the
+    new master), so its publishers are answered 503 and retry. A read of a user whose keys have
+    moved is asked of the new master (ASKING, on the same connection as the read: the new master
+    answers it, not with MOVED): a client resuming then is served. Once the slot is the new
+    master's, the old one answers MOVED to a third replica, which had no reason to look at the
+    slots again (the two others do: Redis unsubscribes their tabs' channels on the old master).
+    Every acknowledged event reaches every tab of its user in order, or a resync tells the tab to
+    refetch; and events after the move arrive live."""
+    a, b = replicas(start_service, redis_cluster)
+    c = start_service("--dev", "--broker", redis_cluster.url)
+    old_user = users_by_master(redis_cluster, per_master=1)[0][0]
+    slot = slot_of(old_user)
+    new_user, unseen_user = itertools.islice(
+        (u for u in map("late-{}".format, itertools.count()) if slot_of(u) == slot), 2
+    )
+    users = [old_user, new_user]
+    target = next(master for master in redis_cluster.masters() if not master.owns(slot))
+    tabs, readers = await open_tabs(users, {"a": a, "b": b})
+    publisher = RetryingPublisher([a.http, b.http], give_up_after=60)
+    # Through the third replica: it learns the slots before the move, and not again.
+    unaware = RetryingPublisher([c.http], give_up_after=10)
+    acknowledged: dict[str, list[int]] = {user: [] for user in (*users, unseen_user)}
+    numbers = itertools.count()
+
+    async def publish(user: str, through: RetryingPublisher = publisher) -> None:
+        n = next(numbers)
+        await through.publish({"id": f"m-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
+        acknowledged[user].append(n)
+
+    during: list[asyncio.Task[None]] = []
+    try:
+        for _ in range(3):
+            await publish(old_user, unaware)
+        first = await eventually(lambda: tabs[0].frames[0] if tabs[0].frames else None, what="the first event")
+        source = await asyncio.to_thread(begin_slot_migration, redis_cluster, slot, target)
+        asked, moved = error_replies(source.port, "ASK"), error_replies(source.port, "MOVED")
+        refused = publisher.retries
+        during = [asyncio.create_task(publish(user)) for user in (*users, unseen_user)]
+        await eventually(lambda: publisher.retries >= refused + 6, what="publishes refused while the slot migrates")
+        # The unseen user's event: sent to the old master, which has none of its keys (ASK), then
+        # to the new one with ASKING, which refuses it for keys it does not have (TRYAGAIN);
+        # without ASKING before it on the same connection it would have answered MOVED.
+        assert error_replies(source.port, "ASK") > asked, "the old master did not redirect the unseen user's event"
+        assert error_replies(target.port, "TRYAGAIN") > 0, "the new master was not asked (ASKING) for the event"
+        await asyncio.to_thread(move_slot_keys, slot, source, target)
+
+        # Other users' batches on the new master, sent together through the replica the client
+        # resumes on: it now holds several connections to that master, and an ASKING sent on
+        # one of them does not let in a read sent on another.
+        elsewhere = users_by_master(redis_cluster, per_master=4)[redis_cluster.masters().index(target)]
+        async with httpx.AsyncClient() as http:
+            sent = await asyncio.gather(
+                *(http.post(b.http + "/v1/events", json=[payload(u) for u in elsewhere]) for _ in range(8))
+            )
+        assert all(response.status_code == 202 for response in sent)
+        resuming = SyncClient(b.ws, user_id=old_user)
+        resuming.last_seq, resuming.epoch = first.seq, first.epoch
+        connected = await resuming.connect()
+        assert connected.resumed
+        replayed = [await next_update(resuming) for _ in range(2)]
+        assert [u.task["n"] for u in replayed] == acknowledged[old_user][1:3]
+        await resuming.close()
+        assert not any(task.done() for task in during), "a publish was acknowledged while its slot migrated"
+
+        await asyncio.to_thread(assign_slot, redis_cluster, slot, source, target)
+        await asyncio.gather(*during)
+        for _ in range(3):
+            for user in users:
+                await publish(user, unaware)
+        assert error_replies(source.port, "MOVED") > moved, "no publish after the move was redirected"
+        assert acknowledged[unseen_user], "the unseen user's event was not acknowledged after the move"
+        assert redis_cluster.master_of(user_keys("tasksync", unseen_user).head).port == target.port
+
+        await every_tab_gets_its_last(tabs, acknowledged, "every tab's last acknowledged event")
+        for tab in tabs:
+            assert_every_event_or_a_resync(tab, acknowledged[tab.user])
+            # The last three came after the move: live from the new master, in order.
+            assert tab.numbers()[-3:] == acknowledged[tab.user][-3:], str(tab)
+        print(f"slot {slot} moved {source.port} -> {target.port}; {publisher.retries} publish retries")
+    finally:
+        await unaware.aclose()
+        await close_tabs(tabs, readers + during, publisher)
+
+
+async def test_the_whole_cluster_stopped_and_started_again_its_users_get_their_events_again(
+    start_service, redis_cluster
+):
+    """Every node of the cluster stopped at once and started again (a power cut): while no node
+    answers, each of a replica's pub/sub listeners keeps trying, and once the cluster is back its
+    users' events flow again, each tab's with nothing missing. A listener used to end for good
+    the first time it asked for the cluster's slots with no node up: redis-py then raises
+    RedisClusterException, which is not a RedisError."""
+    a = start_service("--dev", "--broker", redis_cluster.url)
+    users = [group[0] for group in users_by_master(redis_cluster, per_master=1)]
+    tabs, readers = await open_tabs(users, {"a": a})
+    publisher = RetryingPublisher([a.http], give_up_after=60)
+    acknowledged: dict[str, list[int]] = {user: [] for user in users}
+    numbers = itertools.count()
+
+    async def publish_to_all() -> None:
+        for user in users:
+            n = next(numbers)
+            await publisher.publish({"id": f"c-{n}", "event": "task.updated", "user_id": user, "task": {"n": n}})
+            acknowledged[user].append(n)
+
+    try:
+        await publish_to_all()
+        await asyncio.to_thread(redis_cluster.stop)
+        # Each master's listener loses its connection, looks for its users' nodes with none up,
+        # and tries again: its second retry is logged with the doubled delay.
+        await eventually(
+            lambda: a.log().count("reconnecting in 0.2s") >= len(users),
+            timeout=30,
+            what="every listener retrying with the whole cluster down",
+        )
+        await asyncio.to_thread(redis_cluster.start_again)
+        await publish_to_all()
+
+        await every_tab_gets_its_last(tabs, acknowledged, "every tab's event after the cluster came back")
+        for tab in tabs:
+            assert_every_event_or_a_resync(tab, acknowledged[tab.user])
     finally:
         await close_tabs(tabs, readers, publisher)
 

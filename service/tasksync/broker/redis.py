@@ -68,8 +68,9 @@ from collections import OrderedDict
 from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, NamedTuple
 
+from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
 
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
@@ -84,7 +85,7 @@ from .redis_client import (
     single_redis,
 )
 from .redis_layout import PUBLISH_SCRIPT, READ_SCRIPT, REPLACE_EPOCH_SCRIPT, user_keys
-from .redis_pipeline import execute
+from .redis_pipeline import execute, execute_on_cluster
 from .redis_pubsub import PubSubConnection
 
 log = logging.getLogger("tasksync.broker.redis")
@@ -102,10 +103,14 @@ SEEN_USERS = 100_000
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
 
+# What a call to Redis raises when Redis cannot be reached. redis-py's cluster client raises
+# RedisClusterException, which is not a RedisError, when no node it knows answers (the whole
+# cluster down): caught as anything else that leaves Redis unreachable, a listener tries again.
+_UNREACHABLE = (RedisError, RedisClusterException, OSError)
 # What a call to Redis raises when its connection fails. redis-py's cluster client, writing on
 # a connection whose node just died, also raises RuntimeError (uvloop: "the handler is closed")
 # and AttributeError (a writer already gone): the call did not complete either way.
-_CONNECTION_FAILURES = (RedisError, OSError, RuntimeError, AttributeError)
+_CONNECTION_FAILURES = (*_UNREACHABLE, RuntimeError, AttributeError)
 
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
@@ -310,7 +315,7 @@ class RedisBroker(Broker):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_UNREACHABLE):
             if self._cluster:
                 await self._redis.aclose()
             else:
@@ -397,7 +402,7 @@ class RedisBroker(Broker):
                 replies[index] = reply
         return replies
 
-    async def _node_pipeline(self, calls: Sequence[_Call], node: Any, *, wait: bool) -> list[Any]:
+    async def _node_pipeline(self, calls: Sequence[_Call], node: ClusterNode | None, *, wait: bool) -> list[Any]:
         """The calls in one pipeline to one node (None: the one Redis); with `wait` and
         `wait_replicas`, followed by a WAIT, and each stored reply turned into a failure when
         fewer replicas had it in time."""
@@ -409,15 +414,13 @@ class RedisBroker(Broker):
         waits = wait and self.wait_replicas > 0
         if waits:
             commands.append(("WAIT", self.wait_replicas, int(self.wait_timeout * 1000)))
+        timeout = SOCKET_TIMEOUT + (self.wait_timeout if waits else 0.0)
+        redirected: list[int] = []
         try:
             if node is None:
-                timeout = SOCKET_TIMEOUT + (self.wait_timeout if waits else 0.0)
                 replies = await execute(self._redis.connection_pool, commands, timeout=timeout)
             else:
-                pipe = self._redis.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command, **({"target_nodes": node} if command[0] == "WAIT" else {}))
-                replies = await pipe.execute(raise_on_error=False)
+                replies, redirected = await self._on_cluster_node(node, commands, timeout)
         except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
         if not waits:
@@ -426,6 +429,39 @@ class RedisBroker(Broker):
         if isinstance(replicas, Exception) or int(replicas) < self.wait_replicas:
             unreplicated = ReplicasMissing(f"{replicas} of {self.wait_replicas} replicas had the events in time")
             return [reply if isinstance(reply, Exception) else unreplicated for reply in replies]
+        # The WAIT ran on `node`; a call redirected elsewhere is stored where it was not asked.
+        unconfirmed = ReplicasMissing("the slot moved during the publish: its replicas were not asked")
+        for i in redirected:
+            if not isinstance(replies[i], Exception):
+                replies[i] = unconfirmed
+        return replies
+
+    async def _on_cluster_node(
+        self, node: ClusterNode, commands: list[tuple[Any, ...]], timeout: float
+    ) -> tuple[list[Any], list[int]]:
+        """The commands' replies from one cluster master, redirections followed, and the indexes
+        of those redirected (redis_pipeline.execute_on_cluster). When the master's connection
+        fails, or the cluster answers that it is down, they go through redis-py's cluster
+        pipeline instead, which reads the cluster's topology again and retries (a failover)."""
+        try:
+            replies, redirected = await execute_on_cluster(self._redis, node, commands, timeout=timeout)
+        except _CONNECTION_FAILURES:
+            return await self._cluster_pipeline(node, commands), []
+        down = [i for i, reply in enumerate(replies) if isinstance(reply, ClusterDownError)]
+        if down:
+            try:
+                again = await self._cluster_pipeline(node, [commands[i] for i in down])
+            except _CONNECTION_FAILURES as exc:
+                again = [exc] * len(down)
+            for i, reply in zip(down, again, strict=True):
+                replies[i] = reply
+        return replies, redirected
+
+    async def _cluster_pipeline(self, node: ClusterNode, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command, **({"target_nodes": node} if command[0] == "WAIT" else {}))
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     async def _run_one(self, call: _Call) -> Any:
@@ -632,7 +668,7 @@ class RedisBroker(Broker):
                 unsubscribe.setdefault(shard, []).append(self._channel(user_id))
         for shard, channels in unsubscribe.items():
             if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*_UNREACHABLE):
                     await self._send_unsubscribe(pubsub, channels)
         added = [u for u in users if u in self._wanted and u not in self._subscribed]
         if not added:
@@ -660,7 +696,7 @@ class RedisBroker(Broker):
         cannot say (the user's head read fails too, and its socket is told to come back)."""
         try:
             shard = await self._shard_for(user_id)
-        except (RedisError, OSError) as exc:
+        except _UNREACHABLE as exc:
             log.warning("no node for %s's channel (%s)", user_id, exc)
             return None
         shard.users.add(user_id)
@@ -694,7 +730,7 @@ class RedisBroker(Broker):
             await self._send_subscribe(pubsub, channels)
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.gather(*confirmations)
-        except (RedisError, OSError, TimeoutError):
+        except (*_UNREACHABLE, TimeoutError):
             log.warning("subscriptions of %d users not confirmed; they are retried on reconnect", len(users))
         finally:
             for channel in channels:
@@ -726,18 +762,18 @@ class RedisBroker(Broker):
                 delay = FIRST_RETRY_DELAY
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except _UNREACHABLE as exc:
                 log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", exc, delay)
             except Exception:  # a bug must not end fan-out for good: reconnecting catches up
                 log.exception("redis pub/sub listener failed; reconnecting in %.1fs", delay)
             finally:
                 shard.listening.clear()
                 if shard.pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*_UNREACHABLE):
                         await shard.pubsub.close()
                     shard.pubsub = None
                 if shard.client is not None:
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*_UNREACHABLE):
                         await shard.client.aclose()
                     shard.client = None
             await asyncio.sleep(delay)
@@ -745,7 +781,10 @@ class RedisBroker(Broker):
             if self._cluster:
                 # The node may have failed over or given its slots away: its users go to the
                 # node serving their channel now.
-                await self._replace_users(list(shard.users), refresh=True)
+                try:
+                    await self._replace_users(list(shard.users), refresh=True)
+                except Exception:  # as above: this listener is its users' only way in
+                    log.exception("moving the users of a lost pub/sub connection failed; retrying")
                 if not shard.users:
                     self._shards.pop(shard.name, None)
                     return
@@ -754,7 +793,7 @@ class RedisBroker(Broker):
         """Move users to the shard that serves their channel now (on a cluster, after a failover
         or a slot migration), and catch them up: their channel was down."""
         if refresh:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_UNREACHABLE):
                 await self._redis.nodes_manager.initialize()
         moved: dict[_Shard, list[str]] = {}
         for user_id in users:
@@ -763,7 +802,7 @@ class RedisBroker(Broker):
                 continue
             try:
                 new = await self._shard_for(user_id)
-            except (RedisError, OSError):
+            except _UNREACHABLE:
                 continue  # stays where it is: its listener tries again
             self._owe_catch_up(user_id)
             if new is old:
@@ -774,7 +813,7 @@ class RedisBroker(Broker):
             moved.setdefault(new, []).append(user_id)
         for shard, shard_users in moved.items():
             if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*_UNREACHABLE):
                     await self._send_subscribe(pubsub, [self._channel(u) for u in shard_users])
 
     async def _listen_once(self, shard: _Shard) -> None:
