@@ -216,7 +216,7 @@ class Redis(Child):
 
 
 class RedisCluster(redis_cluster.RedisCluster):
-    """A Redis Cluster of this run (3 masters, one replica each: bench/redis_cluster.py), in a
+    """A Redis Cluster of this run (bench/redis_cluster.py; workload 6 starts one without replicas), in a
     throwaway directory that keeps each node's log. Started and stopped like a child; its CPU
     time is all of its nodes'."""
 

@@ -81,10 +81,12 @@ class Node:
 
 @dataclass
 class RedisCluster:
-    """`masters_count` masters with one replica each, in `directory` (created if missing)."""
+    """`masters_count` masters with `replicas_per_master` replicas each, in `directory` (created
+    if missing)."""
 
     directory: Path
     masters_count: int = 3
+    replicas_per_master: int = 1
     # How long a node may be silent before the others count it as failed: short enough for a
     # failover in a few seconds, long enough that a busy two-core machine does not fail a live one.
     node_timeout_ms: int = 1500
@@ -111,7 +113,7 @@ class RedisCluster:
             raise ClusterFailed("redis-server and redis-cli are needed: run scripts/ensure-test-deps.sh")
         deadline = time.monotonic() + timeout
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.nodes = [self._node(index) for index in range(self.masters_count * 2)]
+        self.nodes = [self._node(index) for index in range(self.masters_count * (1 + self.replicas_per_master))]
         try:
             for node in self.nodes:
                 self._launch(server, node)
@@ -125,7 +127,7 @@ class RedisCluster:
                         "create",
                         *(f"{host}:{port}" for host, port in self.startup_nodes),
                         "--cluster-replicas",
-                        "1",
+                        str(self.replicas_per_master),
                         "--cluster-yes",
                     ],
                     capture_output=True,
