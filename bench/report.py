@@ -162,7 +162,9 @@ def _redis_targets(routes: dict[str, Any]) -> list[dict[str, Any]]:
     if "redis-cluster" in routes and "redis" in routes:
         ratio = _ratio(saturation("redis-cluster"), saturation("redis"))
         met = ratio is not None and ratio > 1.0
-        targets.append(_target("Redis Cluster deliveries/s vs one Redis", "3 masters, no replicas", ratio, "> 1.0x", met))
+        targets.append(
+            _target("Redis Cluster deliveries/s vs one Redis", "3 masters, no replicas", ratio, "> 1.0x", met)
+        )
     return targets
 
 
@@ -229,7 +231,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             (
                 "Saturation: the median of the pushes listed under `each push`, made in turns with the other "
-                "servers' (one push of each server per turn, each on fresh sockets); `delivered` counts that push."
+                "servers' (all of them connected, one push of each server per turn); `delivered` counts that push."
             ),
             "",
         ]

@@ -2,8 +2,8 @@
 
 For each socket count, two passes over the servers. The first pushes as fast as each server
 can (saturation: deliveries per second), `plan.saturation_pushes` pushes of equal size each, in
-turns: every server running side by side, one push of each per turn (on fresh sockets), and the
-turns repeated. Measured one after the other, a server's pushes and its peer's were a minute
+turns: every server running side by side with its sockets open, one push of each per turn, and
+the turns repeated. Measured one after the other, a server's pushes and its peer's were a minute
 or two apart, and the shared machine's speed moved by 20-30 % in less than that, so its drift
 decided ratios; in turns, each push has its peers' next to it in time. The median push is the
 result, and every push is kept in the results. The second pass pushes every server at the same
@@ -127,14 +127,17 @@ def saturation_in_turns(run: Run, servers: tuple[str, ...], sockets: int) -> dic
     connect_s: dict[tuple[str, Mode], float] = {}
     rounds = max(1, run.plan.engine_deliveries // sockets // run.plan.saturation_pushes)
     try:
-        for turn in range(run.plan.saturation_pushes):
-            for mode in MODES:
-                for server, (child, port) in started.items():
-                    connected = connect(run, child, port, mode, sockets)
-                    connect_s.setdefault((server, mode), round(connected["seconds"], 2))
-                    with Profiler(run, child, f"engine-{server}-default-{sockets}-{mode}-saturation-{turn + 1}"):
-                        pushes[server][mode].append(push_and_count(run, child, mode, sockets, rounds, None))
-                    run.ask({"cmd": "close"})
+        for mode in MODES:
+            # Every server's sockets open at once; only the server pushing sends deliveries.
+            for server, (child, port) in started.items():
+                connect_s[server, mode] = round(connect(run, child, port, mode, sockets)["seconds"], 2)
+            try:
+                for turn in range(run.plan.saturation_pushes):
+                    for server, (child, _) in started.items():
+                        with Profiler(run, child, f"engine-{server}-default-{sockets}-{mode}-saturation-{turn + 1}"):
+                            pushes[server][mode].append(push_and_count(run, child, mode, sockets, rounds, None))
+            finally:
+                run.ask({"cmd": "close"})
     finally:
         for child, _ in started.values():
             run.stop(child)
