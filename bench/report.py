@@ -230,8 +230,8 @@ def markdown(results: dict[str, Any]) -> str:
             _load(d),
             "",
             (
-                "Saturation: the median of the pushes listed under `each push`, made in turns with the other "
-                "servers' (all of them connected, one push of each server per turn); `delivered` counts that push."
+                "Saturation: the median of the pushes listed under `each push`, made one after another on "
+                "the same sockets; `delivered` counts that push."
             ),
             "",
         ]

@@ -82,9 +82,7 @@ class Fanout:
         self.transports: list[WSTransport] = []
 
     async def connect(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Open `sockets` sockets as `mode`'s users, spread over `urls` (socket i on urls[i % n]),
-        besides those already open (until `close`): several servers' sockets can be held at
-        once and pushed to in turns. The answer counts this call's sockets."""
+        """Open `sockets` sockets as `mode`'s users, spread over `urls` (socket i on urls[i % n])."""
         urls: list[str] = command["urls"]
         mode: Mode = command["mode"]
         count: int = command["sockets"]
@@ -95,7 +93,7 @@ class Fanout:
         limit = asyncio.Semaphore(command.get("concurrency", 200))
         deadline = time.monotonic() + command.get("timeout", 120)
         started = time.monotonic()
-        ready_before, opened_before = self.stats.ready, len(self.transports)
+        self.stats.ready = 0
         failures: list[str] = []
 
         async def open_one(index: int) -> None:
@@ -119,11 +117,11 @@ class Fanout:
                 self.transports.append(opened[0])
 
         await asyncio.gather(*(open_one(i) for i in range(count)))
-        while self.stats.ready - ready_before < len(self.transports) - opened_before and time.monotonic() < deadline:
+        while self.stats.ready < len(self.transports) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return {
-            "connected": len(self.transports) - opened_before,
-            "ready": self.stats.ready - ready_before,
+            "connected": len(self.transports),
+            "ready": self.stats.ready,
             "failed": len(failures),
             "first_failure": failures[0] if failures else None,
             "seconds": time.monotonic() - started,
@@ -150,9 +148,7 @@ class Fanout:
         }
 
     async def close(self) -> dict[str, Any]:
-        """Close every socket open."""
         transports, self.transports = self.transports, []
-        self.stats.ready = 0
         for transport in transports:
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()

@@ -1,14 +1,12 @@
 """Workload 1, the delivery engine: N sockets, events pushed from inside each server process.
 
 For each socket count, two passes over the servers. The first pushes as fast as each server
-can (saturation: deliveries per second), `plan.saturation_pushes` pushes of equal size each, in
-turns: every server running side by side with its sockets open, one push of each per turn, and
-the turns repeated. Measured one after the other, a server's pushes and its peer's were a minute
-or two apart, and the shared machine's speed moved by 20-30 % in less than that, so its drift
-decided ratios; in turns, each push has its peers' next to it in time. The median push is the
-result, and every push is kept in the results. The second pass pushes every server at the same
-fixed rate, half the slowest server's saturation in that case, so that latency is compared at a
-load every server sustains rather than as the length of each server's own backlog.
+can (saturation: deliveries per second), in `plan.saturation_pushes` pushes of equal size on the
+same sockets; the median push is the result, so that a burst of other work on the shared
+machine during one push does not decide a ratio (every push is kept in the results). The second
+pushes every server at the same fixed rate, half the slowest server's saturation in that case,
+so that latency is compared at a load every server sustains rather than as the length of each
+server's own backlog.
 
 Each pass runs two shapes on fresh sockets: `routed` (two sockets per user, one event per user
 per round) and `wide` (every socket belongs to one user, so one event reaches all of them).
@@ -89,8 +87,7 @@ def fanout_of(mode: Mode, sockets: int) -> int:
 
 
 def measure(run: Run, server: str, sockets: int, rates: dict[Mode, float] | None, *extra: str) -> dict[Mode, Any]:
-    """Both shapes on one server process: at `rates` (deliveries/s per shape), or for a variant
-    of TaskSync's server (`extra`: its flags) at saturation, its pushes one after another."""
+    """Both shapes on one server process; `rates` (deliveries/s per shape) None: saturation."""
     child, port = start_engine(run, server, *extra)
     results: dict[Mode, Any] = {}
     try:
@@ -101,8 +98,9 @@ def measure(run: Run, server: str, sockets: int, rates: dict[Mode, float] | None
             )
             with Profiler(run, child, label.replace("--", "")):
                 if rates is None:
+                    deliveries = run.plan.variant_deliveries if extra else run.plan.engine_deliveries
                     pushes = run.plan.saturation_pushes
-                    rounds = max(1, run.plan.variant_deliveries // sockets // pushes)
+                    rounds = max(1, deliveries // sockets // pushes)
                     measured = median_push(
                         [push_and_count(run, child, mode, sockets, rounds, None) for _ in range(pushes)]
                     )
@@ -119,39 +117,11 @@ def measure(run: Run, server: str, sockets: int, rates: dict[Mode, float] | None
     return results
 
 
-def saturation_in_turns(run: Run, servers: tuple[str, ...], sockets: int) -> dict[str, dict[Mode, Any]]:
-    """Each server's saturation in both shapes: its median push, its pushes made in turns with
-    the other servers' (see the module's docstring)."""
-    started = {server: start_engine(run, server) for server in servers}
-    pushes: dict[str, dict[Mode, list[dict[str, Any]]]] = {server: {mode: [] for mode in MODES} for server in servers}
-    connect_s: dict[tuple[str, Mode], float] = {}
-    rounds = max(1, run.plan.engine_deliveries // sockets // run.plan.saturation_pushes)
-    try:
-        for mode in MODES:
-            # Every server's sockets open at once; only the server pushing sends deliveries.
-            for server, (child, port) in started.items():
-                connect_s[server, mode] = round(connect(run, child, port, mode, sockets)["seconds"], 2)
-            try:
-                for turn in range(run.plan.saturation_pushes):
-                    for server, (child, _) in started.items():
-                        with Profiler(run, child, f"engine-{server}-default-{sockets}-{mode}-saturation-{turn + 1}"):
-                            pushes[server][mode].append(push_and_count(run, child, mode, sockets, rounds, None))
-            finally:
-                run.ask({"cmd": "close"})
-    finally:
-        for child, _ in started.values():
-            run.stop(child)
-    return {
-        server: {mode: {"connect_s": connect_s[server, mode], **median_push(pushes[server][mode])} for mode in MODES}
-        for server in servers
-    }
-
-
 def run_delivery(run: Run) -> dict[str, Any]:
     peers = run.plan.engine_peers
     cases = []
     for sockets in run.plan.engine_sockets:
-        saturation = saturation_in_turns(run, peers, sockets)
+        saturation = {server: measure(run, server, sockets, None) for server in peers}
         # A server that delivered nothing has no saturation to halve; the others set the rate.
         rates = {
             mode: 0.5
