@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
-from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import ClusterDownError, NoScriptError, RedisError
 
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
@@ -79,6 +79,7 @@ from .redis_client import (
     HEALTH_CHECK_INTERVAL,
     MAX_CALLS,
     SOCKET_TIMEOUT,
+    UNREACHABLE,
     is_cluster_url,
     node_redis,
     redis_cluster,
@@ -103,14 +104,10 @@ SEEN_USERS = 100_000
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
 
-# What a call to Redis raises when Redis cannot be reached. redis-py's cluster client raises
-# RedisClusterException, which is not a RedisError, when no node it knows answers (the whole
-# cluster down): caught as anything else that leaves Redis unreachable, a listener tries again.
-_UNREACHABLE = (RedisError, RedisClusterException, OSError)
 # What a call to Redis raises when its connection fails. redis-py's cluster client, writing on
 # a connection whose node just died, also raises RuntimeError (uvloop: "the handler is closed")
 # and AttributeError (a writer already gone): the call did not complete either way.
-_CONNECTION_FAILURES = (*_UNREACHABLE, RuntimeError, AttributeError)
+_CONNECTION_FAILURES = (*UNREACHABLE, RuntimeError, AttributeError)
 
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
@@ -315,7 +312,7 @@ class RedisBroker(Broker):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        with contextlib.suppress(*_UNREACHABLE):
+        with contextlib.suppress(*UNREACHABLE):
             if self._cluster:
                 await self._redis.aclose()
             else:
@@ -668,7 +665,7 @@ class RedisBroker(Broker):
                 unsubscribe.setdefault(shard, []).append(self._channel(user_id))
         for shard, channels in unsubscribe.items():
             if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
-                with contextlib.suppress(*_UNREACHABLE):
+                with contextlib.suppress(*UNREACHABLE):
                     await self._send_unsubscribe(pubsub, channels)
         added = [u for u in users if u in self._wanted and u not in self._subscribed]
         if not added:
@@ -696,7 +693,7 @@ class RedisBroker(Broker):
         cannot say (the user's head read fails too, and its socket is told to come back)."""
         try:
             shard = await self._shard_for(user_id)
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             log.warning("no node for %s's channel (%s)", user_id, exc)
             return None
         shard.users.add(user_id)
@@ -730,7 +727,7 @@ class RedisBroker(Broker):
             await self._send_subscribe(pubsub, channels)
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.gather(*confirmations)
-        except (*_UNREACHABLE, TimeoutError):
+        except (*UNREACHABLE, TimeoutError):
             log.warning("subscriptions of %d users not confirmed; they are retried on reconnect", len(users))
         finally:
             for channel in channels:
@@ -762,18 +759,18 @@ class RedisBroker(Broker):
                 delay = FIRST_RETRY_DELAY
             except asyncio.CancelledError:
                 raise
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", exc, delay)
             except Exception:  # a bug must not end fan-out for good: reconnecting catches up
                 log.exception("redis pub/sub listener failed; reconnecting in %.1fs", delay)
             finally:
                 shard.listening.clear()
                 if shard.pubsub is not None:
-                    with contextlib.suppress(*_UNREACHABLE):
+                    with contextlib.suppress(*UNREACHABLE):
                         await shard.pubsub.close()
                     shard.pubsub = None
                 if shard.client is not None:
-                    with contextlib.suppress(*_UNREACHABLE):
+                    with contextlib.suppress(*UNREACHABLE):
                         await shard.client.aclose()
                     shard.client = None
             await asyncio.sleep(delay)
@@ -793,7 +790,7 @@ class RedisBroker(Broker):
         """Move users to the shard that serves their channel now (on a cluster, after a failover
         or a slot migration), and catch them up: their channel was down."""
         if refresh:
-            with contextlib.suppress(*_UNREACHABLE):
+            with contextlib.suppress(*UNREACHABLE):
                 await self._redis.nodes_manager.initialize()
         moved: dict[_Shard, list[str]] = {}
         for user_id in users:
@@ -802,7 +799,7 @@ class RedisBroker(Broker):
                 continue
             try:
                 new = await self._shard_for(user_id)
-            except _UNREACHABLE:
+            except UNREACHABLE:
                 continue  # stays where it is: its listener tries again
             self._owe_catch_up(user_id)
             if new is old:
@@ -813,7 +810,7 @@ class RedisBroker(Broker):
             moved.setdefault(new, []).append(user_id)
         for shard, shard_users in moved.items():
             if shard.listening.is_set() and (pubsub := shard.pubsub) is not None:
-                with contextlib.suppress(*_UNREACHABLE):
+                with contextlib.suppress(*UNREACHABLE):
                     await self._send_subscribe(pubsub, [self._channel(u) for u in shard_users])
 
     async def _listen_once(self, shard: _Shard) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
@@ -34,6 +35,10 @@ POOL_TIMEOUT = 5.0
 HEALTH_CHECK_INTERVAL = 5.0
 # Seconds a command's reply may take (redis_pipeline.py: a whole pipeline's replies).
 SOCKET_TIMEOUT = 2.0
+# What a call to Redis raises when Redis cannot be reached. redis-py's cluster client raises
+# RedisClusterException, which is not a RedisError, when no node it knows answers (the whole
+# cluster down): caught as anything else that leaves Redis unreachable, a listener tries again.
+UNREACHABLE = (RedisError, RedisClusterException, OSError)
 _TIMEOUTS: dict[str, Any] = {
     "socket_connect_timeout": 1.0,
     "socket_timeout": SOCKET_TIMEOUT,

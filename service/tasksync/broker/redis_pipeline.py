@@ -12,8 +12,8 @@ On a Redis Cluster the same is done per master, on a connection of redis-py's no
 (MOVED, ASK, TRYAGAIN) are followed here, with redis-py's map of the slots kept up to date as its
 own client does. Not by redis-py's client: redis-py 8.1 sends the ASKING that must precede a
 redirected command on whichever pooled connection is free, often not the one the command then
-goes on, and the target node answers MOVED back until the retries are used up. A publish to a
-user whose slot was being migrated failed throughout the migration.
+goes on, and the target node answers MOVED back until the retries are used up. A read of a user
+whose keys had moved to the new master (a client resuming) failed until the migration ended.
 
 redis-py still provides the connections (pooling, authentication, TLS, protocol negotiation) and
 the cluster's topology, and still runs every other command. The connection's stream is the one
@@ -35,12 +35,12 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
-    RedisError,
     ResponseError,
     TryAgainError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .redis_client import UNREACHABLE
 from .redis_pubsub import INCOMPLETE, connection_stream, read_replies
 
 # The error replies the broker acts on, by their code, as redis-py's parser names them: a script
@@ -182,6 +182,6 @@ async def _resend(node: ClusterNode, asking: bool, commands: list[tuple[Any, ...
     sent = [part for command in commands for part in (("ASKING",), command)] if asking else commands
     try:
         replies = await execute_on_node(node, sent, timeout=timeout)
-    except (RedisError, OSError) as exc:
+    except UNREACHABLE as exc:
         return [exc] * len(commands)
     return replies[1::2] if asking else replies
