@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import type { Page } from 'playwright-core';
 import { assert, beforeAll, expect, it, onTestFailed } from 'vitest';
 
+import { DEFAULT_BACKOFF, nominalDelay } from '../src/backoff.js';
 import { browserSession } from './chromium.js';
 
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
@@ -28,6 +29,20 @@ const pageErrors: string[] = [];
 beforeAll(() => {
   mkdirSync(ARTIFACTS, { recursive: true });
 });
+
+/** Time for a connected tab to get a task (from the service, then rendered). */
+const CATCH_UP_MS = 5_000;
+
+/**
+ * How long a tab in backoff may take to reconnect to a service that is up again: the wait it is
+ * in, or, if the attempt in flight as the service came back still failed, the next one (jittered
+ * upwards), plus a catch-up. Each tab has its own jitter, so a tab whose attempt just missed the
+ * restart can be up to 16 s (the fifth wait) behind another tab that made it.
+ */
+async function reconnectDeadline(page: Page): Promise<number> {
+  const retry = Number(await page.getAttribute('[data-testid="connection-status"]', 'data-retry-count'));
+  return nominalDelay(retry + 1) * (1 + DEFAULT_BACKOFF.jitter) + CATCH_UP_MS;
+}
 
 /** A tab in its own browser context: background tabs of one context would get throttled timers. */
 async function openTab(user: string, name: string): Promise<Page> {
@@ -215,6 +230,8 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
   expect(await retryShown.textContent()).toBe('(retry 3)');
 
   await session.service.start();
+  const watcherDeadline = await reconnectDeadline(watcher);
+  const [authorDeadline, otherDeadline] = [await reconnectDeadline(author), await reconnectDeadline(other)];
   const AWAY = 'Created while you were away';
   await session.service.demoApi('POST', '', 'alice', { title: AWAY });
   const statesAtPublish = await watcher.evaluate(() => [...(window as unknown as { states: string[] }).states]);
@@ -222,8 +239,10 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
     'connected:0',
   );
 
-  await watcher.waitForSelector('[data-testid="connection-status"][data-status="connected"]', { timeout: 15_000 });
-  await watcher.waitForSelector(`[data-testid="task-title"]:text-is("${AWAY}")`, { timeout: 5_000 });
+  await watcher.waitForSelector('[data-testid="connection-status"][data-status="connected"]', {
+    timeout: watcherDeadline,
+  });
+  await watcher.waitForSelector(`[data-testid="task-title"]:text-is("${AWAY}")`, { timeout: CATCH_UP_MS });
   expect(await retryShown.count()).toBe(0);
   const states = await watcher.evaluate(() => (window as unknown as { states: string[] }).states);
   const retries = states.filter((state) => state.startsWith('connecting:')).map((state) => Number(state.split(':')[1]));
@@ -233,8 +252,8 @@ it('syncs two tabs of a user within a second, shows nothing to another user, and
   await screenshot(watcher, 'alice-tab2-caught-up');
 
   // The other tabs come back too; bob still has only his own task.
-  await author.waitForSelector(`[data-testid="task-title"]:text-is("${AWAY}")`, { timeout: 15_000 });
-  await other.waitForSelector('[data-testid="connection-status"][data-status="connected"]', { timeout: 15_000 });
+  await author.waitForSelector(`[data-testid="task-title"]:text-is("${AWAY}")`, { timeout: authorDeadline });
+  await other.waitForSelector('[data-testid="connection-status"][data-status="connected"]', { timeout: otherDeadline });
   expect(await other.locator('[data-testid="task-row"]').count()).toBe(1);
 
   expect(pageErrors).toEqual([]);
