@@ -49,9 +49,16 @@ class Run:
         return child.start()
 
     def start_loadgen(self) -> Child:
-        self.loadgen = self.start(Child("loadgen", python_module("bench.loadgen"), self.raw, control=True))
-        self.loadgen.request({"cmd": "hello"})
+        """The load generator `ask` talks to."""
+        self.loadgen = self.extra_loadgen("loadgen")
         return self.loadgen
+
+    def extra_loadgen(self, name: str) -> Child:
+        """Another load generator process, for a workload that holds more sockets at once than
+        one process may open (this machine's hard limit is 20,000 files per process)."""
+        loadgen = self.start(Child(name, python_module("bench.loadgen"), self.raw, control=True))
+        loadgen.request({"cmd": "hello"})
+        return loadgen
 
     def tasksync(self, name: str, *args: str, env: dict[str, str] | None = None) -> tuple[Child, int]:
         """The real `tasksync serve`, as production runs it, on a free port. Without a drain window:

@@ -230,8 +230,8 @@ def markdown(results: dict[str, Any]) -> str:
             _load(d),
             "",
             (
-                "Saturation: the median of the pushes listed under `each push`, made one after another on "
-                "the same sockets; `delivered` counts that push."
+                "Saturation: the median of the pushes listed under `each push`, made on the same sockets in "
+                "turns, each turn pushing every server once; `delivered` counts that push."
             ),
             "",
         ]

@@ -6,8 +6,8 @@ outboxes -> writer tasks -> sockets, with no HTTP ingest in the way. It lives he
 service/, because pushing on command is a benchmark's need, not the product's.
 
 `--ws` and `--loop` choose uvicorn's WebSocket implementation and event loop, so the benchmark
-can compare what `server.py` runs (`tasksync`: its WebSocketProtocol, a subclass of uvicorn's
-websockets-sansio) against the alternatives without touching the service.
+can compare what `server.py` runs (`tasksync`: its configured WebSocketProtocol, a subclass of
+uvicorn's websockets-sansio) against the alternatives without touching the service.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from tasksync.events import TaskEvent
 from tasksync.server import uvicorn_config
 from tasksync.service import Service
 from tasksync.settings import Settings
-from tasksync.transport import WebSocketProtocol, quiet_client_protocol_errors
+from tasksync.transport import quiet_client_protocol_errors
 
 from ..shape import TIMESTAMP, task
 from .control import serve_uvicorn
 
-WS_IMPLEMENTATIONS = {
-    "tasksync": WebSocketProtocol,
+# uvicorn's `ws` option for each; `tasksync` keeps what server.py configures.
+WS_IMPLEMENTATIONS: dict[str, str | None] = {
+    "tasksync": None,
     "websockets-sansio": "websockets-sansio",
     "wsproto": "wsproto",
     "websockets": "websockets",
@@ -40,7 +41,8 @@ LOOPS = ("uvloop", "asyncio")
 async def serve(port: int, ws: str, loop: str, limits_file: str) -> None:
     settings = Settings(dev=True, host="127.0.0.1", port=port, limits_file=limits_file, log_level="warning")
     service = Service(settings)
-    config = uvicorn_config(service, ws=WS_IMPLEMENTATIONS[ws], loop=loop)
+    ws_option = WS_IMPLEMENTATIONS[ws]
+    config = uvicorn_config(service, loop=loop, **({"ws": ws_option} if ws_option else {}))
     quiet_client_protocol_errors()
     server = uvicorn.Server(config)
     # Event ids must stay unique for the whole process: the broker's dedupe window would drop

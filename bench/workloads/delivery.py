@@ -1,19 +1,21 @@
 """Workload 1, the delivery engine: N sockets, events pushed from inside each server process.
 
-For each socket count, two passes over the servers. The first pushes as fast as each server
-can (saturation: deliveries per second), in `plan.saturation_pushes` pushes of equal size on the
-same sockets; the median push is the result, so that a burst of other work on the shared
-machine during one push does not decide a ratio (every push is kept in the results). The second
-pushes every server at the same fixed rate, half the slowest server's saturation in that case,
-so that latency is compared at a load every server sustains rather than as the length of each
-server's own backlog.
+For each socket count and shape, every server is started and connected at once, each with its
+own load generator, and measured in two passes. The first pushes as fast as each server can
+(saturation: deliveries per second), in `plan.saturation_pushes` turns: each turn pushes every
+server once, one after another, so that every server's pushes meet the same minutes of this
+shared machine, whose speed moved one server's consecutive pushes by up to 35 %. The median
+push is the result (every push is kept in the results). The second pushes every server at the
+same fixed rate, half the slowest server's saturation in that case, so that latency is compared
+at a load every server sustains rather than as the length of each server's own backlog.
 
-Each pass runs two shapes on fresh sockets: `routed` (two sockets per user, one event per user
-per round) and `wide` (every socket belongs to one user, so one event reaches all of them).
+The shapes: `routed` (two sockets per user, one event per user per round) and `wide` (every
+socket belongs to one user, so one event reaches all of them), each on fresh sockets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -51,8 +53,10 @@ def start_engine(run: Run, server: str, *extra: str) -> tuple[Child, int]:
     return child, port
 
 
-def connect(run: Run, server: Child, port: int, mode: Mode, sockets: int) -> dict[str, Any]:
-    connected = run.ask({"cmd": "connect", "urls": [f"ws://127.0.0.1:{port}/ws"], "mode": mode, "sockets": sockets})
+def connect(loadgen: Child, server: Child, port: int, mode: Mode, sockets: int) -> dict[str, Any]:
+    connected = loadgen.request(
+        {"cmd": "connect", "urls": [f"ws://127.0.0.1:{port}/ws"], "mode": mode, "sockets": sockets}, timeout=300
+    )
     if connected["ready"] < sockets:
         raise RuntimeError(f"{server.name}: only {connected['ready']} of {sockets} sockets ready: {connected}")
     # The first frame proves registration for every server here; the count double-checks it.
@@ -63,16 +67,16 @@ def connect(run: Run, server: Child, port: int, mode: Mode, sockets: int) -> dic
 
 
 def push_and_count(
-    run: Run, server: Child, mode: Mode, sockets: int, rounds: int, rate: float | None
+    loadgen: Child, server: Child, mode: Mode, sockets: int, rounds: int, rate: float | None
 ) -> dict[str, Any]:
     """One push of `rounds` rounds (`rate` events/s, or as fast as possible) and what arrived."""
     expected = rounds * sockets
-    run.ask({"cmd": "reset"})
+    loadgen.request({"cmd": "reset"})
     cpu_before = server.cpu_seconds()
     pushed = server.request(
         {"cmd": "push", "mode": mode, "sockets": sockets, "rounds": rounds, "rate": rate}, timeout=600
     )
-    counted = run.ask({"cmd": "wait", "deliveries": expected, "timeout": 10 + expected / 5_000}, timeout=900)
+    counted = loadgen.request({"cmd": "wait", "deliveries": expected, "timeout": 10 + expected / 5_000}, timeout=900)
     server_cpu = server.cpu_seconds() - cpu_before
     return {"expected": expected, **delivery_rate(counted, pushed["push_start_ns"], server_cpu)}
 
@@ -86,32 +90,72 @@ def fanout_of(mode: Mode, sockets: int) -> int:
     return sockets if mode == "wide" else 2
 
 
-def measure(run: Run, server: str, sockets: int, rates: dict[Mode, float] | None, *extra: str) -> dict[Mode, Any]:
-    """Both shapes on one server process; `rates` (deliveries/s per shape) None: saturation."""
-    child, port = start_engine(run, server, *extra)
+def saturation_rounds(run: Run, sockets: int, deliveries: int) -> int:
+    return max(1, deliveries // sockets // run.plan.saturation_pushes)
+
+
+def measure_peers(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, dict[Mode, Any]]:
+    """Both passes of both shapes for every peer, the peers started together (module docstring)."""
+    engines: dict[str, tuple[Child, int]] = {}
+    loadgens: dict[str, Child] = {}
+    results: dict[str, dict[Mode, Any]] = {server: {} for server in peers}
+    try:
+        for server in peers:
+            engines[server] = start_engine(run, server)
+            loadgens[server] = run.extra_loadgen(f"loadgen-{server}")
+        for mode in MODES:
+            connected = {server: connect(loadgens[server], *engines[server], mode, sockets) for server in peers}
+            with contextlib.ExitStack() as profiling:
+                for server in peers:
+                    profiling.enter_context(Profiler(run, engines[server][0], f"engine-{server}-{sockets}-{mode}"))
+                rounds = saturation_rounds(run, sockets, run.plan.engine_deliveries)
+                pushes: dict[str, list[dict[str, Any]]] = {server: [] for server in peers}
+                for _ in range(run.plan.saturation_pushes):
+                    for server in peers:
+                        pushes[server].append(
+                            push_and_count(loadgens[server], engines[server][0], mode, sockets, rounds, None)
+                        )
+                saturation = {server: median_push(pushes[server]) for server in peers}
+                # A server that delivered nothing has no saturation to halve; the others set the rate.
+                rate = 0.5 * min(
+                    (measured["deliveries_per_s"] for measured in saturation.values() if measured["deliveries_per_s"]),
+                    default=1_000,
+                )
+                rounds = max(3, math.ceil(run.plan.latency_seconds * rate / sockets))
+                for server in peers:
+                    fixed = push_and_count(
+                        loadgens[server], engines[server][0], mode, sockets, rounds, rate / fanout_of(mode, sockets)
+                    )
+                    connect_s = round(connected[server]["seconds"], 2)
+                    results[server][mode] = {
+                        "saturation": {"connect_s": connect_s, **saturation[server]},
+                        "fixed_rate": {"connect_s": connect_s, **fixed, "offered_per_s": round(rate)},
+                    }
+            for server in peers:
+                loadgens[server].request({"cmd": "close"})
+    finally:
+        for child in [*loadgens.values(), *(child for child, _ in engines.values())]:
+            run.stop(child)
+    return results
+
+
+def measure_variant(run: Run, sockets: int, ws: str, loop: str) -> dict[Mode, Any]:
+    """Saturation of TaskSync under one of uvicorn's WebSocket implementations and loops."""
+    loadgen = run.loadgen
+    assert loadgen is not None
+    child, port = start_engine(run, "tasksync", "--ws", ws, "--loop", loop)
     results: dict[Mode, Any] = {}
     try:
         for mode in MODES:
-            connected = connect(run, child, port, mode, sockets)
-            label = (
-                f"engine-{server}-{'-'.join(extra) or 'default'}-{sockets}-{mode}-{'fixed' if rates else 'saturation'}"
-            )
-            with Profiler(run, child, label.replace("--", "")):
-                if rates is None:
-                    deliveries = run.plan.variant_deliveries if extra else run.plan.engine_deliveries
-                    pushes = run.plan.saturation_pushes
-                    rounds = max(1, deliveries // sockets // pushes)
-                    measured = median_push(
-                        [push_and_count(run, child, mode, sockets, rounds, None) for _ in range(pushes)]
-                    )
-                else:
-                    rounds = max(3, math.ceil(run.plan.latency_seconds * rates[mode] / sockets))
-                    rate = rates[mode] / fanout_of(mode, sockets)
-                    measured = push_and_count(run, child, mode, sockets, rounds, rate)
-            results[mode] = {"connect_s": round(connected["seconds"], 2), **measured}
-            if rates is not None:
-                results[mode]["offered_per_s"] = round(rates[mode])
-            run.ask({"cmd": "close"})
+            connected = connect(loadgen, child, port, mode, sockets)
+            with Profiler(run, child, f"engine-tasksync-{ws}-{loop}-{sockets}-{mode}"):
+                rounds = saturation_rounds(run, sockets, run.plan.variant_deliveries)
+                pushes = [
+                    push_and_count(loadgen, child, mode, sockets, rounds, None)
+                    for _ in range(run.plan.saturation_pushes)
+                ]
+            results[mode] = {"connect_s": round(connected["seconds"], 2), **median_push(pushes)}
+            loadgen.request({"cmd": "close"})
     finally:
         run.stop(child)
     return results
@@ -121,38 +165,15 @@ def run_delivery(run: Run) -> dict[str, Any]:
     peers = run.plan.engine_peers
     cases = []
     for sockets in run.plan.engine_sockets:
-        saturation = {server: measure(run, server, sockets, None) for server in peers}
-        # A server that delivered nothing has no saturation to halve; the others set the rate.
-        rates = {
-            mode: 0.5
-            * min(
-                (saturation[s][mode]["deliveries_per_s"] for s in peers if saturation[s][mode]["deliveries_per_s"]),
-                default=1_000,
-            )
-            for mode in MODES
-        }
-        latency = {server: measure(run, server, sockets, rates) for server in peers}
+        measured = measure_peers(run, peers, sockets)
         for mode in MODES:
             for server in peers:
-                cases.append(
-                    {
-                        "sockets": sockets,
-                        "mode": mode,
-                        "server": server,
-                        "saturation": saturation[server][mode],
-                        "fixed_rate": latency[server][mode],
-                    }
-                )
+                cases.append({"sockets": sockets, "mode": mode, "server": server, **measured[server][mode]})
     result: dict[str, Any] = {"cases": cases}
     if run.plan.variants:
         sockets = max(run.plan.engine_sockets)
         result["variants"] = [
-            {
-                "ws": ws,
-                "loop": loop,
-                "sockets": sockets,
-                **measure(run, "tasksync", sockets, None, "--ws", ws, "--loop", loop),
-            }
+            {"ws": ws, "loop": loop, "sockets": sockets, **measure_variant(run, sockets, ws, loop)}
             for ws, loop in VARIANTS
         ]
     return result
