@@ -271,6 +271,13 @@ class Connection:
         self._wake_writer()
         return True
 
+    def offer_framed(self, text: str, wire: bytes) -> bool:
+        """`offer` for a control frame framed once for many sockets (a ping): written at once
+        when nothing is queued and no writer runs, without passing through the outbox."""
+        if self._direct and self.transport.write_now(text, wire):
+            return True
+        return self.offer(text)
+
     def write_now(self, delivery: Delivery, wire: bytes) -> bool:
         """Write a live delivery to the socket at once when that cannot overtake anything: live,
         nothing queued, the writer idle, the transport taking data. This spares the writer task

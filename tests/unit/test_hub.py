@@ -12,7 +12,7 @@ import msgspec
 
 from tasksync.broker import Delivery
 from tasksync.connection import ABORTED, CLOSING, CloseRequest, Connection, Outbox
-from tasksync.hub import Hub
+from tasksync.hub import WALK_SLICE, Hub
 from tasksync.metrics import Metrics
 from tasksync.protocol import ResyncRequired, ServerFrame
 from tests.support.recording_transport import RecordingTransport
@@ -113,12 +113,26 @@ async def test_begin_replay_drops_queued_deliveries_but_keeps_other_frames():
 
 async def test_pings_skip_connections_that_have_not_sent_connected_yet():
     hub = Hub(Metrics())
-    fresh, ready = opening("a"), live("b")
+    fresh_transport, ready_transport = RecordingTransport(), RecordingTransport()
+    fresh, ready = opening("a", transport=fresh_transport), live("b", transport=ready_transport)
     hub.add(fresh)
     hub.add(ready)
-    hub.broadcast_ping()
-    assert drained(fresh) == []
-    assert '"type":"ping"' in drained(ready)[0]
+    await hub.broadcast_ping()
+    assert fresh_transport.sent == [] and drained(fresh) == []
+    assert [frame["type"] for frame in ready_transport.frames()] == ["ping"]
+
+
+async def test_a_heartbeat_to_many_connections_gives_the_event_loop_a_turn_between_slices():
+    hub = Hub(Metrics())
+    transports = [RecordingTransport() for _ in range(3 * WALK_SLICE)]
+    for n, transport in enumerate(transports):
+        hub.add(live(f"u{n}", transport=transport))
+    pinged_when_the_loop_ran: list[int] = []
+    asyncio.get_running_loop().call_soon(lambda: pinged_when_the_loop_ran.append(sum(1 for t in transports if t.sent)))
+    await hub.broadcast_ping()
+    assert pinged_when_the_loop_ran == [WALK_SLICE]
+    assert all(len(transport.sent) == 1 for transport in transports)
+    assert not writer_tasks()  # written at once, none queued
 
 
 async def test_close_all_reaches_every_connection():
@@ -146,7 +160,7 @@ async def test_frames_the_transport_takes_need_no_writer():
     conn.offer("connected")  # while replaying: control frames still go out at once
     conn.end_replay(0)
     hub.deliver(delivery("a", 1))
-    hub.broadcast_ping()
+    await hub.broadcast_ping()
     assert transport.sent[:2] == ["connected", delivery("a", 1).frame]
     assert transport.sent[2].startswith('{"type":"ping"')
     assert not writer_tasks() and conn.outbox.items is None
@@ -195,8 +209,10 @@ async def test_a_stalled_send_aborts_the_transport_and_is_counted_as_stalled():
     hub, conn = hub_with_live(transport)
     hub.deliver(delivery("a", 1))
     await eventually(lambda: conn.sending_since > 0, what="the writer stuck in its send")
-    assert hub.abort_stalled(conn.sending_since + 0.5, send_timeout=1.0) == 0
-    assert hub.abort_stalled(conn.sending_since + 2.0, send_timeout=1.0) == 1
+    assert await hub.abort_stalled(send_timeout=60) == 0
+    clock = asyncio.get_running_loop().time
+    await eventually(lambda: clock() - conn.sending_since > 0.05, what="the send stuck for 0.05 s")
+    assert await hub.abort_stalled(send_timeout=0.05) == 1
     assert transport.aborted and conn.state is ABORTED and conn.close_label == "stalled"
     assert conn.offer("ping") and conn.outbox.items is None  # dropped: nothing is written any more
 
