@@ -133,7 +133,8 @@ class Metrics:
             "tasksync_transport_cutoffs",
             "Connections the transport cut off itself, by reason: body_timeout (a request body slower than "
             "body_timeout), write_stalled (a WebSocket peer that read nothing for send_timeout, such as a ping "
-            "flood or an unauthenticated socket; a stuck session send counts as connections_closed{reason=stalled}).",
+            "flood or an unauthenticated socket; a stuck session send counts as connections_closed{reason=stalled}), "
+            "keepalive_timeout (a WebSocket peer that left a keepalive ping unanswered for keepalive_timeout).",
             ["reason"],
             registry=r,
         )

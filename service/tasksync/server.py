@@ -75,7 +75,14 @@ def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:
         # Said rather than guessed: uvicorn tells ASGI 2 from 3 by whether the app's __call__ is a
         # coroutine function, and forwarded.py's outermost layer returns the app's coroutine.
         "interface": "asgi3",
-        "ws": websocket_protocol(settings.send_timeout, metrics.transport_cutoffs.labels("write_stalled").inc),
+        "ws": websocket_protocol(
+            settings.send_timeout,
+            metrics.transport_cutoffs.labels("write_stalled").inc,
+            metrics.transport_cutoffs.labels("keepalive_timeout").inc,
+        ),
+        # uvicorn's own WebSocket pings; None turns them off.
+        "ws_ping_interval": settings.keepalive_interval or None,
+        "ws_ping_timeout": settings.keepalive_timeout,
         # Browsers always offer permessage-deflate and uvicorn accepts by default: every socket
         # then holds a zlib compressor and decompressor (about 37 KiB idle) and compresses each
         # frame on its own, for JSON frames of a few hundred bytes. Off, one encoded frame serves

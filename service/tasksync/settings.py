@@ -61,6 +61,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         float, _doc("Seconds a publish waits for redis_wait_replicas replicas before it is refused.", gt=0)
     ] = 0.5
     heartbeat_interval: Annotated[float, _doc("Seconds between ping frames to each socket.", gt=0)] = 25.0
+    keepalive_interval: Annotated[
+        float,
+        _doc(
+            "Seconds between the WebSocket ping control frames sent to each socket, which every client's "
+            "WebSocket stack answers by itself: how the server finds a peer that vanished without closing "
+            "(a laptop shut, a network gone). 0: none, and such a connection is only dropped once its "
+            "writes stall (send_timeout) or TCP gives up.",
+            ge=0,
+        ),
+    ] = 20.0
+    keepalive_timeout: Annotated[
+        float,
+        _doc(
+            "Seconds a peer has to answer a keepalive ping before its connection is closed (1011) and "
+            'counted in tasksync_transport_cutoffs{reason="keepalive_timeout"}.',
+            gt=0,
+        ),
+    ] = 20.0
     gc_full_collection_interval: Annotated[
         float,
         _doc(

@@ -175,6 +175,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     # what to count when it is: `websocket_protocol()` sets both from the settings.
     write_stall_timeout: float = 10.0
     on_write_stalled: Callable[[], None] = staticmethod(lambda: None)
+    # What to count when a peer does not answer uvicorn's keepalive ping in time.
+    on_keepalive_timeout: Callable[[], None] = staticmethod(lambda: None)
     # Class-level until armed: an idle connection holds no attribute for it.
     _stall_timer: asyncio.TimerHandle | None = None
     # `write_now` runs for every socket of every delivery, and each object it touches is most
@@ -300,6 +302,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.on_write_stalled()
         self.transport.abort()
 
+    def keepalive_timeout(self) -> None:
+        # uvicorn returns without closing when the connection is closing already.
+        unanswered = not self.close_sent and not self.transport.is_closing()
+        super().keepalive_timeout()
+        if unanswered:
+            self.on_keepalive_timeout()
+
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if not self.handshake_complete and self.conn.handshake_exc is not None and not self.transport.is_closing():
@@ -398,13 +407,17 @@ def release(socket: WebSocket) -> None:
     socket.receive, socket.send = empty_receive, empty_send
 
 
-def websocket_protocol(send_timeout: float, on_stalled: Callable[[], None]) -> type[WebSocketProtocol]:
-    """`WebSocketProtocol` aborting a peer that reads nothing for `send_timeout` seconds, for
-    one server: what is the same on all of its connections is kept once (`ServerWide`)."""
+def websocket_protocol(
+    send_timeout: float, on_stalled: Callable[[], None], on_unanswered_ping: Callable[[], None] = lambda: None
+) -> type[WebSocketProtocol]:
+    """`WebSocketProtocol` aborting a peer that reads nothing for `send_timeout` seconds and
+    counting those that leave a keepalive ping unanswered, for one server: what is the same on
+    all of its connections is kept once (`ServerWide`)."""
 
     class ConfiguredWebSocketProtocol(WebSocketProtocol):
         write_stall_timeout = send_timeout
         on_write_stalled = staticmethod(on_stalled)
+        on_keepalive_timeout = staticmethod(on_unanswered_ping)
 
     for name in SERVER_WIDE:
         setattr(ConfiguredWebSocketProtocol, name, ServerWide(name))

@@ -70,6 +70,7 @@ def _assigned_attributes(cls: type) -> set[str]:
 _METHODS: dict[type, tuple[str, ...]] = {
     WebSocketsSansIOProtocol: (
         "send", "receive", "pause_writing", "resume_writing", "connection_lost", "data_received", "handle_connect",
+        "keepalive_timeout",
     ),
     HttpToolsProtocol: (
         "connection_made", "data_received", "connection_lost", "on_message_begin", "on_headers_complete",

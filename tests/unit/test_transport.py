@@ -390,3 +390,21 @@ async def test_a_protocol_class_serves_one_server_only():
         protocol_class(config=config, server_state=server_state, app_state=app_state)
     with pytest.raises(RuntimeError, match="one protocol class serves two servers: their config differ"):
         protocol_class(config=loaded_config(), server_state=server_state, app_state=app_state)
+
+
+async def test_an_unanswered_keepalive_ping_is_counted_once_and_not_on_a_closing_connection():
+    config = uvicorn.Config(_accept_and_wait, lifespan="off", log_level="warning", ws_ping_interval=None)
+    config.load()
+    counts = Counts()
+    protocol = websocket_protocol(60, lambda: None, counts.counter("keepalive_timeout"))(
+        config=config, server_state=ServerState(), app_state={}
+    )
+    transport = RecordingTransport()
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    protocol.keepalive_timeout()
+    assert counts.values == {"keepalive_timeout": 1}
+    assert protocol.close_sent and transport.closed
+    protocol.keepalive_timeout()  # already closing: uvicorn does nothing, and nothing is counted
+    assert counts.values == {"keepalive_timeout": 1}
+    protocol.connection_lost(None)
