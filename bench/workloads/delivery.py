@@ -1,16 +1,19 @@
 """Workload 1, the delivery engine: N sockets, events pushed from inside each server process.
 
-For each socket count and shape, every server is started and connected at once, each with its
-own load generator, and measured in two passes. The first pushes as fast as each server can
-(saturation: deliveries per second), in `plan.saturation_pushes` turns: each turn pushes every
+For each socket count, two passes over the servers. The first pushes as fast as each server can
+(saturation: deliveries per second). For it, every server is started and connected at once, each
+with its own load generator, and pushed in `plan.saturation_pushes` turns: each turn pushes every
 server once, one after another, so that every server's pushes meet the same minutes of this
-shared machine, whose speed moved one server's consecutive pushes by up to 35 %. The median
-push is the result (every push is kept in the results). The second pushes every server at the
-same fixed rate, half the slowest server's saturation in that case, so that latency is compared
-at a load every server sustains rather than as the length of each server's own backlog.
+shared machine, whose speed moved one server's consecutive pushes by up to 35 %. The median push
+is the result (every push is kept in the results). The second pushes every server at the same
+fixed rate, half the slowest server's saturation in that case, so that latency is compared at a
+load every server sustains rather than as the length of each server's own backlog. It measures
+each server alone, on a fresh process: with the others alive, their periodic work (heartbeats,
+keepalive pings, collections) took the cores from the one measured, and moved every server's p99
+by several times from run to run.
 
-The shapes: `routed` (two sockets per user, one event per user per round) and `wide` (every
-socket belongs to one user, so one event reaches all of them), each on fresh sockets.
+Each pass runs two shapes on fresh sockets: `routed` (two sockets per user, one event per user
+per round) and `wide` (every socket belongs to one user, so one event reaches all of them).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..harness import Profiler, Run, delivery_rate, median
@@ -94,8 +98,8 @@ def saturation_rounds(run: Run, sockets: int, deliveries: int) -> int:
     return max(1, deliveries // sockets // run.plan.saturation_pushes)
 
 
-def measure_peers(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, dict[Mode, Any]]:
-    """Both passes of both shapes for every peer, the peers started together (module docstring)."""
+def measure_saturation(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, dict[Mode, Any]]:
+    """Saturation of every peer in both shapes, the peers started together and pushed in turns."""
     engines: dict[str, tuple[Child, int]] = {}
     loadgens: dict[str, Child] = {}
     results: dict[str, dict[Mode, Any]] = {server: {} for server in peers}
@@ -107,7 +111,8 @@ def measure_peers(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, d
             connected = {server: connect(loadgens[server], *engines[server], mode, sockets) for server in peers}
             with contextlib.ExitStack() as profiling:
                 for server in peers:
-                    profiling.enter_context(Profiler(run, engines[server][0], f"engine-{server}-{sockets}-{mode}"))
+                    label = f"engine-{server}-default-{sockets}-{mode}-saturation"
+                    profiling.enter_context(Profiler(run, engines[server][0], label))
                 rounds = saturation_rounds(run, sockets, run.plan.engine_deliveries)
                 pushes: dict[str, list[dict[str, Any]]] = {server: [] for server in peers}
                 for _ in range(run.plan.saturation_pushes):
@@ -115,23 +120,11 @@ def measure_peers(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, d
                         pushes[server].append(
                             push_and_count(loadgens[server], engines[server][0], mode, sockets, rounds, None)
                         )
-                saturation = {server: median_push(pushes[server]) for server in peers}
-                # A server that delivered nothing has no saturation to halve; the others set the rate.
-                rate = 0.5 * min(
-                    (measured["deliveries_per_s"] for measured in saturation.values() if measured["deliveries_per_s"]),
-                    default=1_000,
-                )
-                rounds = max(3, math.ceil(run.plan.latency_seconds * rate / sockets))
-                for server in peers:
-                    fixed = push_and_count(
-                        loadgens[server], engines[server][0], mode, sockets, rounds, rate / fanout_of(mode, sockets)
-                    )
-                    connect_s = round(connected[server]["seconds"], 2)
-                    results[server][mode] = {
-                        "saturation": {"connect_s": connect_s, **saturation[server]},
-                        "fixed_rate": {"connect_s": connect_s, **fixed, "offered_per_s": round(rate)},
-                    }
             for server in peers:
+                results[server][mode] = {
+                    "connect_s": round(connected[server]["seconds"], 2),
+                    **median_push(pushes[server]),
+                }
                 loadgens[server].request({"cmd": "close"})
     finally:
         for child in [*loadgens.values(), *(child for child, _ in engines.values())]:
@@ -139,36 +132,81 @@ def measure_peers(run: Run, peers: tuple[str, ...], sockets: int) -> dict[str, d
     return results
 
 
-def measure_variant(run: Run, sockets: int, ws: str, loop: str) -> dict[Mode, Any]:
-    """Saturation of TaskSync under one of uvicorn's WebSocket implementations and loops."""
+def measure_alone(
+    run: Run, server: str, sockets: int, label: str, measure_shape: Callable[[Child, Mode], dict[str, Any]], *extra: str
+) -> dict[Mode, Any]:
+    """Both shapes on one server process by itself, with the run's load generator."""
     loadgen = run.loadgen
     assert loadgen is not None
-    child, port = start_engine(run, "tasksync", "--ws", ws, "--loop", loop)
+    child, port = start_engine(run, server, *extra)
     results: dict[Mode, Any] = {}
     try:
         for mode in MODES:
             connected = connect(loadgen, child, port, mode, sockets)
-            with Profiler(run, child, f"engine-tasksync-{ws}-{loop}-{sockets}-{mode}"):
-                rounds = saturation_rounds(run, sockets, run.plan.variant_deliveries)
-                pushes = [
-                    push_and_count(loadgen, child, mode, sockets, rounds, None)
-                    for _ in range(run.plan.saturation_pushes)
-                ]
-            results[mode] = {"connect_s": round(connected["seconds"], 2), **median_push(pushes)}
+            with Profiler(
+                run, child, f"engine-{server}-{'-'.join(extra).replace('--', '') or 'default'}-{sockets}-{mode}-{label}"
+            ):
+                measured = measure_shape(child, mode)
+            results[mode] = {"connect_s": round(connected["seconds"], 2), **measured}
             loadgen.request({"cmd": "close"})
     finally:
         run.stop(child)
     return results
 
 
+def measure_fixed_rate(run: Run, server: str, sockets: int, rates: dict[Mode, float]) -> dict[Mode, Any]:
+    """Latency of one server alone at `rates` deliveries/s per shape."""
+    loadgen = run.loadgen
+    assert loadgen is not None
+
+    def at_rate(child: Child, mode: Mode) -> dict[str, Any]:
+        rounds = max(3, math.ceil(run.plan.latency_seconds * rates[mode] / sockets))
+        rate = rates[mode] / fanout_of(mode, sockets)
+        return {**push_and_count(loadgen, child, mode, sockets, rounds, rate), "offered_per_s": round(rates[mode])}
+
+    return measure_alone(run, server, sockets, "fixed", at_rate)
+
+
+def measure_variant(run: Run, sockets: int, ws: str, loop: str) -> dict[Mode, Any]:
+    """Saturation of TaskSync alone under one of uvicorn's WebSocket implementations and loops."""
+    loadgen = run.loadgen
+    assert loadgen is not None
+
+    def saturated(child: Child, mode: Mode) -> dict[str, Any]:
+        rounds = saturation_rounds(run, sockets, run.plan.variant_deliveries)
+        return median_push(
+            [push_and_count(loadgen, child, mode, sockets, rounds, None) for _ in range(run.plan.saturation_pushes)]
+        )
+
+    return measure_alone(run, "tasksync", sockets, "saturation", saturated, "--ws", ws, "--loop", loop)
+
+
 def run_delivery(run: Run) -> dict[str, Any]:
     peers = run.plan.engine_peers
     cases = []
     for sockets in run.plan.engine_sockets:
-        measured = measure_peers(run, peers, sockets)
+        saturation = measure_saturation(run, peers, sockets)
+        # A server that delivered nothing has no saturation to halve; the others set the rate.
+        rates = {
+            mode: 0.5
+            * min(
+                (saturation[s][mode]["deliveries_per_s"] for s in peers if saturation[s][mode]["deliveries_per_s"]),
+                default=1_000,
+            )
+            for mode in MODES
+        }
+        latency = {server: measure_fixed_rate(run, server, sockets, rates) for server in peers}
         for mode in MODES:
             for server in peers:
-                cases.append({"sockets": sockets, "mode": mode, "server": server, **measured[server][mode]})
+                cases.append(
+                    {
+                        "sockets": sockets,
+                        "mode": mode,
+                        "server": server,
+                        "saturation": saturation[server][mode],
+                        "fixed_rate": latency[server][mode],
+                    }
+                )
     result: dict[str, Any] = {"cases": cases}
     if run.plan.variants:
         sockets = max(run.plan.engine_sockets)
