@@ -228,7 +228,7 @@ async def test_a_complete_body_disarms_the_deadline():
 def _websocket(counts: Counts, send_timeout: float) -> tuple[Any, RecordingTransport]:
     config = uvicorn.Config(_echo_body_length, lifespan="off", log_level="warning")
     config.load()
-    protocol = websocket_protocol(send_timeout, counts.counter("write_stalled"))(
+    protocol = websocket_protocol(send_timeout, counts.counter("write_stalled"), counts.counter("keepalive_timeout"))(
         config=config, server_state=ServerState(), app_state={}
     )
     transport = RecordingTransport()
@@ -393,15 +393,8 @@ async def test_a_protocol_class_serves_one_server_only():
 
 
 async def test_an_unanswered_keepalive_ping_is_counted_once_and_not_on_a_closing_connection():
-    config = uvicorn.Config(_accept_and_wait, lifespan="off", log_level="warning", ws_ping_interval=None)
-    config.load()
     counts = Counts()
-    protocol = websocket_protocol(60, lambda: None, counts.counter("keepalive_timeout"))(
-        config=config, server_state=ServerState(), app_state={}
-    )
-    transport = RecordingTransport()
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
+    protocol, transport = _websocket(counts, send_timeout=60)
     protocol.keepalive_timeout()
     assert counts.values == {"keepalive_timeout": 1}
     assert protocol.close_sent and transport.closed
