@@ -58,6 +58,9 @@ class Node:
         # process the user's events: a second socket of the user that opened its stream meanwhile
         # would start at a head the watch may not cover, and miss what came between.
         self._watches: dict[str, asyncio.Future[None]] = {}
+        # Set when the process starts draining to exit: its subscriptions end with it, and one
+        # subscription round per departing user would only hold the drain up.
+        self.draining = False
 
     async def start(self) -> None:
         await self.broker.start()
@@ -91,7 +94,7 @@ class Node:
             watch.exception()
 
     async def unregister(self, conn: Connection) -> None:
-        if self.hub.remove(conn):
+        if self.hub.remove(conn) and not self.draining:
             await self.broker.unwatch(conn.user_id)
 
     async def open_stream(

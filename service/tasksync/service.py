@@ -99,8 +99,11 @@ class Service:
         self.limits_watcher = (
             LimitsWatcher(settings.limits_file, self.apply_limits, self.metrics) if settings.limits_file else None
         )
-        self.draining = False
         self._background = BackgroundTasks()
+
+    @property
+    def draining(self) -> bool:
+        return self.node.draining
 
     @property
     def limits(self) -> Limits:
@@ -144,7 +147,7 @@ class Service:
     async def drain(self) -> None:
         """Graceful shutdown: unready at once, refuse new sockets, close live ones with 1012
         spread over `drain_window`, and return once all are gone or `drain_grace` is up."""
-        self.draining = True
+        self.node.draining = True
         settings = self.settings
         log.info("draining %d connections over %.1fs", self.node.hub.connection_count, settings.drain_window)
         loop = asyncio.get_running_loop()
