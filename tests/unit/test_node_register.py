@@ -1,5 +1,6 @@
 """Node.register: a user's sockets open their streams only once the broker watches the user,
-including the sockets that arrive while the first one's watch is still in flight."""
+including the sockets that arrive while the first one's watch is still in flight. And
+Node.unregister: a user's last socket ends the watch, except in a process draining to exit."""
 
 from __future__ import annotations
 
@@ -22,10 +23,14 @@ class GatedBroker(MemoryBroker):
         super().__init__(history_size=10, history_ttl=60, dedupe_window=60)
         self.gate = asyncio.Event()
         self.watches: list[str] = []
+        self.unwatches: list[str] = []
 
     async def watch(self, user_id: str) -> None:
         self.watches.append(user_id)
         await self.gate.wait()
+
+    async def unwatch(self, user_id: str) -> None:
+        self.unwatches.append(user_id)
 
 
 def _node(broker: GatedBroker) -> Node:
@@ -86,3 +91,17 @@ async def test_once_the_watch_returned_later_sockets_do_not_wait():
     await asyncio.wait_for(node.register(_conn("alice")), 5)
     await asyncio.wait_for(node.register(_conn("alice")), 5)
     assert broker.watches == ["alice"]
+
+
+async def test_a_draining_node_leaves_its_users_watched_until_the_process_exits():
+    broker = GatedBroker()
+    broker.gate.set()
+    node = _node(broker)
+    alice, bob = _conn("alice"), _conn("bob")
+    await node.register(alice)
+    await node.register(bob)
+    await node.unregister(alice)
+    node.draining = True
+    await node.unregister(bob)
+    assert broker.unwatches == ["alice"]
+    assert node.hub.connection_count == 0
