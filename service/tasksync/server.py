@@ -22,6 +22,9 @@ from .transport import RequestBounds, http_protocol, quiet_client_protocol_error
 
 log = logging.getLogger("tasksync.server")
 
+# How often the shutdown looks whether the last connection and task are gone.
+SHUTDOWN_POLL = 0.01
+
 
 class DrainingServer(uvicorn.Server):
     """uvicorn closes every WebSocket at once with 1012 when told to exit. On the first SIGTERM
@@ -54,6 +57,33 @@ class DrainingServer(uvicorn.Server):
             await self.service.drain()
         finally:
             self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, paced by what is still open rather than by its clock: uvicorn
+        sleeps 0.1 s after asking connections to close and then looks every 0.1 s, which kept
+        an exiting process 0.15-0.3 s after its drain (the reconnect storm's old process), while
+        a restarting pod's clients wait for the new one. Same steps, same bound
+        (`timeout_graceful_shutdown`), same order."""
+        log.info("shutting down")
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                while (state.connections or state.tasks) and not self.force_exit:
+                    await asyncio.sleep(SHUTDOWN_POLL)
+                for server in self.servers:
+                    await server.wait_closed()
+        except TimeoutError:
+            log.error("cancelling %d running task(s): graceful shutdown timed out", len(state.tasks))
+            for task in state.tasks:
+                task.cancel(msg="graceful shutdown timed out")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 def uvicorn_config(service: Service, **overrides: Any) -> uvicorn.Config:

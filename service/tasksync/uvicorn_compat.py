@@ -1,12 +1,14 @@
-"""The uvicorn internals TaskSync's transports (transport.py) build on, checked on import.
+"""The uvicorn internals TaskSync's transports (transport.py) and server (server.py) build on,
+checked on import.
 
 transport.py subclasses uvicorn's sans-I/O WebSocket protocol and its httptools HTTP protocol,
-overrides their callbacks and reads their state. None of that is uvicorn's public API, so a
-uvicorn outside the tested range may lack a part of it. Checked here, such a uvicorn fails at
-startup with a message naming the supported versions, instead of an AttributeError on the
-first connection or, worse, flow control that silently never engages: before 0.52.1 uvicorn's
-WebSocket protocol never clears `writable`, so a slow client is never closed (1013), a stalled
-one never aborted, and their write buffers grow without bound.
+overrides their callbacks and reads their state; server.py replaces `Server.shutdown`, which
+reads the server's state. None of that is uvicorn's public API, so a uvicorn outside the
+tested range may lack a part of it. Checked here, such a uvicorn fails at startup with a
+message naming the supported versions, instead of an AttributeError on the first connection
+or, worse, flow control that silently never engages: before 0.52.1 uvicorn's WebSocket
+protocol never clears `writable`, so a slow client is never closed (1013), a stalled one never
+aborted, and their write buffers grow without bound.
 
 The ranges are pyproject.toml's (tests/unit/test_dependencies.py keeps the two in step).
 """
@@ -43,7 +45,7 @@ def _unsupported(missing: Iterable[str]) -> UnsupportedUvicorn:
 try:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from uvicorn.server import ServerState
+    from uvicorn.server import Server, ServerState
     from websockets.server import ServerProtocol
 except ImportError as exc:  # uvicorn before 0.35 has no sans-I/O protocol; without [standard], no httptools
     raise _unsupported([f"a module ({exc})"]) from exc
@@ -64,7 +66,8 @@ def _assigned_attributes(cls: type) -> set[str]:
     return names
 
 
-# What transport.py uses, per class: the methods it overrides or calls, the attributes it reads.
+# What transport.py and server.py use, per class: the methods they override or call, the
+# attributes they read.
 # `handshake_complete` and `close_sent` are also intercepted where uvicorn assigns them (they are
 # properties on WebSocketProtocol), so they must be plain assignments in uvicorn, as checked here.
 _METHODS: dict[type, tuple[str, ...]] = {
@@ -77,6 +80,7 @@ _METHODS: dict[type, tuple[str, ...]] = {
         "on_message_complete", "handle_websocket_upgrade",
     ),
     ServerProtocol: ("data_to_send", "send_text"),
+    Server: ("shutdown",),
 }
 _ATTRIBUTES: dict[type, tuple[str, ...]] = {
     WebSocketsSansIOProtocol: (
@@ -85,7 +89,8 @@ _ATTRIBUTES: dict[type, tuple[str, ...]] = {
     ),
     HttpToolsProtocol: ("transport", "loop", "cycle", "pipeline", "server_state"),
     RequestResponseCycle: ("response_started", "response_complete", "disconnected", "message_event"),
-    ServerState: ("default_headers",),
+    ServerState: ("default_headers", "connections", "tasks"),
+    Server: ("config", "server_state", "servers", "force_exit", "lifespan"),
     ServerProtocol: ("handshake_exc", "extensions"),
 }
 # The answers transport.py writes itself, by status line.
