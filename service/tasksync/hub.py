@@ -41,6 +41,8 @@ class Hub:
         # which max_connections_per_user bounds.
         self._by_user: dict[str, tuple[Connection, ...]] = {}
         self.connection_count = 0
+        # What `wait_empty` callers wait on, set (and let go) when the last connection goes.
+        self._emptied: asyncio.Event | None = None
 
     @property
     def user_count(self) -> int:
@@ -66,6 +68,9 @@ class Hub:
             return False
         self.connection_count -= 1
         self.metrics.connections_active.dec()
+        if not self.connection_count and self._emptied is not None:
+            self._emptied.set()
+            self._emptied = None
         rest = tuple(other for other in conns if other is not conn)
         if rest:
             self._by_user[conn.user_id] = rest
@@ -105,6 +110,13 @@ class Hub:
         if written:
             record_written(self.metrics, delivery, written)
         return len(conns)
+
+    async def wait_empty(self) -> None:
+        """Return once no connection is registered."""
+        while self.connection_count:
+            if self._emptied is None:
+                self._emptied = asyncio.Event()
+            await self._emptied.wait()
 
     def _in_slices(self) -> Iterator[list[Connection]]:
         """Every connection registered now, WALK_SLICE at a time. A connection that ends while

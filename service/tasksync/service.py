@@ -150,14 +150,11 @@ class Service:
         self.node.draining = True
         settings = self.settings
         log.info("draining %d connections over %.1fs", self.node.hub.connection_count, settings.drain_window)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.drain_grace
         request = CloseRequest(CLOSE_SERVICE_RESTART, "service restart: reconnect and resume", "drain")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.drain_grace):
                 await self.node.hub.close_gradually(request, settings.drain_window)
-        while self.node.hub.connection_count and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+                await self.node.hub.wait_empty()
         log.info("drained; %d connections left", self.node.hub.connection_count)
 
     async def ingest(self, event: TaskEvent) -> IngestOutcome:

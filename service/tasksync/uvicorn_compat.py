@@ -2,13 +2,13 @@
 checked on import.
 
 transport.py subclasses uvicorn's sans-I/O WebSocket protocol and its httptools HTTP protocol,
-overrides their callbacks and reads their state; server.py replaces `Server.shutdown`, which
-reads the server's state. None of that is uvicorn's public API, so a uvicorn outside the
-tested range may lack a part of it. Checked here, such a uvicorn fails at startup with a
-message naming the supported versions, instead of an AttributeError on the first connection
-or, worse, flow control that silently never engages: before 0.52.1 uvicorn's WebSocket
-protocol never clears `writable`, so a slow client is never closed (1013), a stalled one never
-aborted, and their write buffers grow without bound.
+overrides their callbacks and reads their state; server.py replaces `Server.main_loop` and
+`Server.shutdown`, which read the server's state. None of that is uvicorn's public API, so a
+uvicorn outside the tested range may lack a part of it. Checked here, such a uvicorn fails at
+startup with a message naming the supported versions, instead of an AttributeError on the
+first connection or, worse, flow control that silently never engages: before 0.52.1 uvicorn's
+WebSocket protocol never clears `writable`, so a slow client is never closed (1013), a stalled
+one never aborted, and their write buffers grow without bound.
 
 The ranges are pyproject.toml's (tests/unit/test_dependencies.py keeps the two in step).
 """
@@ -80,7 +80,7 @@ _METHODS: dict[type, tuple[str, ...]] = {
         "on_message_complete", "handle_websocket_upgrade",
     ),
     ServerProtocol: ("data_to_send", "send_text"),
-    Server: ("shutdown",),
+    Server: ("main_loop", "on_tick", "shutdown"),
 }
 _ATTRIBUTES: dict[type, tuple[str, ...]] = {
     WebSocketsSansIOProtocol: (

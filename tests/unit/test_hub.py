@@ -79,6 +79,30 @@ async def test_add_and_remove_report_first_and_last_connection_of_a_user():
     assert hub.connection_count == 0
 
 
+async def test_wait_empty_returns_on_the_turn_the_last_connection_goes():
+    hub = Hub(Metrics())
+    a, b = live("a"), live("b")
+    hub.add(a)
+    hub.add(b)
+    waiters = [asyncio.ensure_future(hub.wait_empty()) for _ in range(2)]
+    hub.remove(a)
+    await _turns(3)
+    assert not any(waiter.done() for waiter in waiters)
+    hub.remove(b)
+    hub.add(a)  # back before the waiters ran: not empty after all
+    await _turns(3)
+    assert not any(waiter.done() for waiter in waiters)
+    hub.remove(a)
+    await _turns(3)
+    assert all(waiter.done() for waiter in waiters)
+    await asyncio.wait_for(hub.wait_empty(), 1)
+
+
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():
     hub = Hub(Metrics())
     slow, other = live("a", size=2), live("b", size=2)

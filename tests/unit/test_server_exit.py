@@ -1,5 +1,6 @@
-"""DrainingServer.shutdown: uvicorn's shutdown steps, paced by what is still open instead of a
-0.1 s clock (an exiting pod's clients wait for every tenth of a second of it)."""
+"""DrainingServer's way out: the end of the drain starts the shutdown at once, and the shutdown
+takes uvicorn's steps paced by what is still open, not by a 0.1 s clock (a restarting pod's
+clients wait for every tenth of a second of it)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from tasksync.server import SHUTDOWN_POLL, DrainingServer
+from tasksync.server import MAIN_LOOP_TICK, SHUTDOWN_POLL, DrainingServer
 from tasksync.service import Service
 from tasksync.settings import Settings
+from tests.support.waiting import eventually
 
 
 class Closing:
@@ -84,3 +86,22 @@ async def test_what_outlives_the_graceful_timeout_is_cancelled_and_the_app_still
     await asyncio.wait({forever}, timeout=5)
     assert forever.cancelled()
     assert lifespan.open_at_shutdown is not None
+
+
+async def test_the_end_of_the_drain_wakes_the_main_loop_without_waiting_for_its_tick():
+    server, _, _ = _server(timeout=5)
+    ticks: list[int] = []
+
+    async def on_tick(counter: int) -> bool:
+        ticks.append(counter)
+        return server.should_exit
+
+    server.on_tick = on_tick  # type: ignore[method-assign]
+    main_loop = asyncio.ensure_future(server.main_loop())
+    await eventually(lambda: len(ticks) >= 2, what="two ticks")
+    # The service has no connections: its drain is over on the next turns of the loop.
+    server._start_drain()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert main_loop.done(), f"still waiting for the next {MAIN_LOOP_TICK} s tick"
+    assert server.should_exit
