@@ -38,6 +38,8 @@
    nothing for the send timeout, so the socket and its buffer are released in bounded time.
 7. Counting the peers uvicorn closes for leaving its keepalive ping unanswered (peers that
    vanished without closing), which it only logs at its trace level.
+8. A handshake answered by uvicorn's shutdown (500) while the application was deciding takes
+   the application's own answer quietly instead of failing with an AssertionError.
 """
 
 from __future__ import annotations
@@ -222,6 +224,13 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_bits = self._write_bits | bit if on else self._write_bits & ~bit
 
     async def send(self, message: Any) -> None:
+        if not self.handshake_complete and self.transport.is_closing():
+            # Answered already, though not by the application: uvicorn's shutdown writes a 500 to
+            # a handshake still waiting for its answer, and closes. uvicorn drops an accept sent
+            # after that, but a close would write a second answer, which websockets refuses with
+            # an AssertionError (logged as an application error, one per handshake refused by a
+            # draining server in the instant it exits).
+            return
         await super().send(message)
         if self.handshake_complete and self.response is not None:
             # Answered: nothing reads the handshake's request or response again. The request

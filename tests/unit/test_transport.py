@@ -300,8 +300,9 @@ async def _accept_and_wait(scope: dict[str, Any], receive: Callable[..., Any], s
         pass
 
 
-def _upgraded(extensions: str = "") -> tuple[Any, RecordingTransport]:
-    config = uvicorn.Config(_accept_and_wait, lifespan="off", log_level="warning")
+def _upgraded(extensions: str = "", app: Callable[..., Any] = _accept_and_wait) -> tuple[Any, RecordingTransport]:
+    """A WebSocket protocol that has been sent a handshake request for `app`."""
+    config = uvicorn.Config(app, lifespan="off", log_level="warning")
     config.load()
     protocol = websocket_protocol(60, lambda: None)(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
@@ -400,4 +401,34 @@ async def test_an_unanswered_keepalive_ping_is_counted_once_and_not_on_a_closing
     assert protocol.close_sent and transport.closed
     protocol.keepalive_timeout()  # already closing: uvicorn does nothing, and nothing is counted
     assert counts.values == {"keepalive_timeout": 1}
+    protocol.connection_lost(None)
+
+
+async def test_a_handshake_the_server_s_shutdown_answered_takes_the_application_s_refusal_quietly():
+    """uvicorn's shutdown answers a handshake the application has not answered yet with 500 and
+    closes; a refusal the application sends after that (accept, then close with a code, as a
+    draining TaskSync does) must not write a second answer, which websockets refuses with an
+    AssertionError logged as an application error."""
+    decided = asyncio.Event()
+    outcome: list[Exception | None] = []
+
+    async def refuse_once_decided(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        await receive()  # websocket.connect
+        await decided.wait()
+        try:
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1012, "reason": "draining"})
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    protocol, transport = _upgraded(app=refuse_once_decided)
+    await asyncio.sleep(0)  # the application's task starts and waits for its decision
+    protocol.shutdown()
+    decided.set()
+    await eventually(lambda: outcome, timeout=5, what="the application's refusal")
+    assert outcome == [None]
+    assert bytes(transport.written).startswith(b"HTTP/1.1 500 ")
+    assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
     protocol.connection_lost(None)
