@@ -94,3 +94,37 @@ async def test_a_client_connecting_while_the_server_starts_is_answered_once_it_h
     finally:
         process.kill()
         process.wait()
+
+
+# `tasksync serve` stopped where it would import the application, just after it listens: which
+# modules it had imported by then.
+IMPORTED_AT_LISTEN = """
+import importlib.abc, json, sys
+
+class StopAtTheApplication(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tasksync.server":
+            print(json.dumps(sorted(sys.modules)), flush=True)
+            import os
+            os._exit(0)
+        return None
+
+sys.meta_path.insert(0, StopAtTheApplication())
+from tasksync.cli import main
+main(sys.argv[1:])
+"""
+
+# What a server does not need in order to listen, each tens of milliseconds to import: every one
+# imported before the listen keeps a restarting server's clients refused that much longer.
+NOT_NEEDED_TO_LISTEN = ("asyncio", "websockets", "litestar", "uvicorn", "importlib.metadata", "tasksync.client")
+
+
+def test_serve_listens_before_importing_what_the_listen_does_not_need() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
+    argv = [sys.executable, "-c", IMPORTED_AT_LISTEN, "serve", "--dev", "--port", str(free_port())]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    imported = json.loads(done.stdout.splitlines()[-1])
+    assert "tasksync.listener" in imported
+    early = [name for name in imported if name.split(".")[0] in NOT_NEEDED_TO_LISTEN or name in NOT_NEEDED_TO_LISTEN]
+    assert early == [], early
