@@ -409,11 +409,12 @@ async def test_a_handshake_the_server_s_shutdown_answered_takes_the_application_
     closes; a refusal the application sends after that (accept, then close with a code, as a
     draining TaskSync does) must not write a second answer, which websockets refuses with an
     AssertionError logged as an application error."""
-    decided = asyncio.Event()
+    deciding, decided = asyncio.Event(), asyncio.Event()
     outcome: list[Exception | None] = []
 
     async def refuse_once_decided(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         await receive()  # websocket.connect
+        deciding.set()
         await decided.wait()
         try:
             await send({"type": "websocket.accept"})
@@ -424,7 +425,7 @@ async def test_a_handshake_the_server_s_shutdown_answered_takes_the_application_
             outcome.append(None)
 
     protocol, transport = _upgraded(app=refuse_once_decided)
-    await asyncio.sleep(0)  # the application's task starts and waits for its decision
+    await asyncio.wait_for(deciding.wait(), 5)
     protocol.shutdown()
     decided.set()
     await eventually(lambda: outcome, timeout=5, what="the application's refusal")
