@@ -30,11 +30,11 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://127.0.0.1:8005"
 NOT_RUNNING_HINT = "is the server running? (make demo)"
-# Handshake answers of a proxy whose TaskSync is not up yet: worth waiting for.
-STARTING_STATUSES = frozenset({502, 503, 504})
 # One format for every log line of `tasksync serve`: uvicorn's and Litestar's loggers propagate
 # to the root logger configured with it.
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Handshake answers of a proxy whose TaskSync is not up yet: worth waiting for.
+STARTING_STATUSES = frozenset({502, 503, 504})
 
 
 class CommandError(Exception):
@@ -173,17 +173,6 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reason(exc: BaseException) -> str:
-    """An exception as a short phrase: the OS's words for a socket error."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
 async def _publish(args: argparse.Namespace) -> int:
     from .publisher import Publisher, PublishError
 
@@ -204,6 +193,17 @@ async def _publish(args: argparse.Namespace) -> int:
             raise CommandError(f"{url}: {exc}") from None
     print(event_id)
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as a short phrase: the OS's words for a socket error."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 async def _first_connection(client: SyncClient, url: str) -> Connected:
