@@ -9,6 +9,7 @@ lost machine would, and `wait_for_failover` returns once its replica serves its 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import socket
@@ -31,10 +32,19 @@ class ClusterFailed(RuntimeError):
     what was last wrong and the end of each node's log."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+# Starts on fresh ports when a node finds one of its ports taken (see `start`).
+PORT_ATTEMPTS = 3
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports. Each stays bound until all are picked: picked one
+    at a time and released, the kernel may hand the same port out twice, and two nodes of one
+    cluster then collide."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class Node:
     port: int
     directory: Path
     # The cluster bus port is chosen free too: the default (port + 10000) may be taken or beyond 65535.
-    bus_port: int = field(default_factory=free_port)
+    bus_port: int
     process: subprocess.Popen[bytes] | None = None
     # Killed on purpose (`kill_master`): its exit is what a test asked for, not a failure.
     killed: bool = False
@@ -67,6 +77,14 @@ class Node:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def found_its_port_taken(self) -> bool:
+        """Exited because another process bound one of its ports after they were picked."""
+        try:
+            return not self.alive and "Address already in use" in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
 
     def client(self) -> redis.Redis:
         return redis.Redis(host=HOST, port=self.port, socket_timeout=2, decode_responses=True)
@@ -113,12 +131,8 @@ class RedisCluster:
             raise ClusterFailed("redis-server and redis-cli are needed: run scripts/ensure-test-deps.sh")
         deadline = time.monotonic() + timeout
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.nodes = [self._node(index) for index in range(self.masters_count * (1 + self.replicas_per_master))]
         try:
-            for node in self.nodes:
-                self._launch(server, node)
-            for node in self.nodes:
-                self._wait(deadline, f"node {node.port} to answer", lambda node=node: self._answers(node))
+            self._launch_all(server, deadline)
             try:
                 created = subprocess.run(
                     [
@@ -212,10 +226,30 @@ class RedisCluster:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _node(self, index: int) -> Node:
+    def _launch_all(self, server: str, deadline: float) -> None:
+        """Start every node on free ports and wait until each answers. The ports are free when
+        picked, but another process may bind one before its node does: the nodes then start
+        again on new ones, up to PORT_ATTEMPTS times."""
+        count = self.masters_count * (1 + self.replicas_per_master)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            ports = free_ports(2 * count)
+            self.nodes = [self._node(index, ports[2 * index], ports[2 * index + 1]) for index in range(count)]
+            try:
+                for node in self.nodes:
+                    self._launch(server, node)
+                for node in self.nodes:
+                    self._wait(deadline, f"node {node.port} to answer", lambda node=node: self._answers(node))
+                return
+            except ClusterFailed:
+                self.stop()
+                if attempt == PORT_ATTEMPTS or not any(node.found_its_port_taken for node in self.nodes):
+                    raise
+
+    def _node(self, index: int, port: int, bus_port: int) -> Node:
         directory = self.directory / f"node-{index}"
-        directory.mkdir(parents=True, exist_ok=True)
-        return Node(port=free_port(), directory=directory)
+        shutil.rmtree(directory, ignore_errors=True)  # a failed attempt's files
+        directory.mkdir(parents=True)
+        return Node(port=port, directory=directory, bus_port=bus_port)
 
     def _launch(self, server: str, node: Node) -> None:
         argv = [

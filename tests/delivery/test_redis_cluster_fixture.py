@@ -5,6 +5,7 @@ nothing left running once it is stopped."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+import bench.redis_cluster as redis_cluster_module
 from tests.support.redis_cluster import ClusterFailed, RedisCluster, running_redis_cluster
 
 # Keys shaped like the broker's: every key of a user shares the `{user}` hash tag's slot.
@@ -118,3 +120,31 @@ def test_a_cluster_that_cannot_be_created_leaves_no_node_running(tmp_path: Path)
     assert len(cluster.nodes) == 4
     assert cluster.pids() == []
     assert all(node.process is not None and node.process.returncode is not None for node in cluster.nodes)
+
+
+def test_a_port_taken_before_its_node_binds_it_starts_the_nodes_again_on_new_ports(monkeypatch, tmp_path: Path):
+    """Ports are free when picked; another process may bind one before its node does."""
+    picks: list[list[int]] = []
+    real_free_ports = redis_cluster_module.free_ports
+
+    def free_ports_with_one_taken(count: int) -> list[int]:
+        ports = real_free_ports(count)
+        if not picks:
+            ports[-1] = taken_port  # the last node's bus port: five nodes start before it fails
+        picks.append(ports)
+        return ports
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        monkeypatch.setattr(redis_cluster_module, "free_ports", free_ports_with_one_taken)
+        cluster = RedisCluster(tmp_path)
+        try:
+            cluster.start()
+            assert len(picks) == 2
+            assert len(cluster.masters()) == 3
+            assert taken_port not in {port for node in cluster.nodes for port in (node.port, node.bus_port)}
+        finally:
+            cluster.stop()
+    assert cluster.pids() == []
