@@ -1,4 +1,5 @@
-"""Wait for conditions with deadlines: the only way tests here wait for anything."""
+"""Wait for conditions with deadlines: the only way tests here wait for anything. (Turns of the
+loop are not waits: no time passes.)"""
 
 from __future__ import annotations
 
@@ -53,3 +54,10 @@ def wait_until(probe: Callable[[], T], *, timeout: float = 10.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+async def turns_of_the_loop(count: int) -> None:
+    """Let the event loop run `count` times round, with no time passing: for what must happen
+    (or must not) within a few turns, such as a wake-up that should not wait for a timer."""
+    for _ in range(count):
+        await asyncio.sleep(0)

@@ -16,7 +16,7 @@ from tasksync.hub import WALK_SLICE, Hub
 from tasksync.metrics import Metrics
 from tasksync.protocol import ResyncRequired, ServerFrame
 from tests.support.recording_transport import RecordingTransport
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, turns_of_the_loop
 
 EPOCH = "m"
 
@@ -86,21 +86,16 @@ async def test_wait_empty_returns_on_the_turn_the_last_connection_goes():
     hub.add(b)
     waiters = [asyncio.ensure_future(hub.wait_empty()) for _ in range(2)]
     hub.remove(a)
-    await _turns(3)
+    await turns_of_the_loop(3)
     assert not any(waiter.done() for waiter in waiters)
     hub.remove(b)
     hub.add(a)  # back before the waiters ran: not empty after all
-    await _turns(3)
+    await turns_of_the_loop(3)
     assert not any(waiter.done() for waiter in waiters)
     hub.remove(a)
-    await _turns(3)
+    await turns_of_the_loop(3)
     assert all(waiter.done() for waiter in waiters)
     await asyncio.wait_for(hub.wait_empty(), 1)
-
-
-async def _turns(count: int) -> None:
-    for _ in range(count):
-        await asyncio.sleep(0)
 
 
 async def test_full_outbox_closes_the_slow_consumer_with_1013_and_drops_its_queue():

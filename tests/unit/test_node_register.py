@@ -12,7 +12,7 @@ from tasksync.metrics import Metrics
 from tasksync.node import Node
 from tasksync.ratelimit import BucketsByKey
 from tests.support.recording_transport import RecordingTransport
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, turns_of_the_loop
 
 
 class GatedBroker(MemoryBroker):
@@ -48,19 +48,13 @@ def _conn(user: str) -> Connection:
     return Connection(user, 16, RecordingTransport(), Metrics())
 
 
-async def _let_others_run() -> None:
-    """Turns of the loop for what is not to happen (a wait that must stay pending)."""
-    for _ in range(20):
-        await asyncio.sleep(0)
-
-
 async def _two_sockets_registering(broker: GatedBroker) -> tuple[asyncio.Task[None], asyncio.Task[None]]:
     """Alice's first socket registers, then her second while the first one's watch waits."""
     node = _node(broker)
     first = asyncio.create_task(node.register(_conn("alice")))
     await eventually(lambda: broker.watches == ["alice"], what="the first socket's watch under way")
     second = asyncio.create_task(node.register(_conn("alice")))
-    await _let_others_run()
+    await turns_of_the_loop(20)
     return first, second
 
 
@@ -77,7 +71,7 @@ async def test_a_first_socket_that_goes_away_leaves_the_watch_to_the_others():
     broker = GatedBroker()
     first, second = await _two_sockets_registering(broker)
     first.cancel()
-    await _let_others_run()
+    await turns_of_the_loop(20)
     assert not second.done()
     broker.gate.set()
     await asyncio.wait_for(second, 5)

@@ -15,7 +15,7 @@ from uvicorn.server import ServerState
 from tasksync.server import MAIN_LOOP_TICK, SHUTDOWN_POLL, DrainingServer
 from tasksync.service import Service
 from tasksync.settings import Settings
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, turns_of_the_loop
 
 
 class Closing:
@@ -101,7 +101,6 @@ async def test_the_end_of_the_drain_wakes_the_main_loop_without_waiting_for_its_
     await eventually(lambda: len(ticks) >= 2, what="two ticks")
     # The service has no connections: its drain is over on the next turns of the loop.
     server._start_drain()
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await turns_of_the_loop(10)
     assert main_loop.done(), f"still waiting for the next {MAIN_LOOP_TICK} s tick"
     assert server.should_exit
