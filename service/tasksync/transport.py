@@ -40,27 +40,67 @@
    vanished without closing), which it only logs at its trace level.
 8. A handshake answered by uvicorn's shutdown (500) while the application was deciding takes
    the application's own answer quietly instead of failing with an AssertionError.
+9. Reading the upgrade request once. uvicorn's HTTP protocol parses it with httptools, then
+   writes it out again for the websockets parser to read a second time, in Python.
+   `handshake_request()` builds websockets' `Request` from what httptools read, with the
+   websockets parser's own limits and checks, and `WebSocketProtocol.upgrade()` hands it to the
+   handshake; a request those checks would refuse still goes uvicorn's way, so websockets
+   answers it as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import WebSocket
 from litestar.connection.base import empty_receive, empty_send
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeaderValue
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request
+from websockets.protocol import Protocol
 
 from .connection import Transport
 
 # Through uvicorn_compat, which checks on import that the installed uvicorn has every part used
 # here and names the supported versions when it does not.
-from .uvicorn_compat import STATUS_LINE, HttpToolsProtocol, WebSocketsSansIOProtocol
+from .uvicorn_compat import STATUS_LINE, TRACE_LOG_LEVEL, HttpToolsProtocol, WebSocketsSansIOProtocol
 
 # The scope key under which `WebSocketProtocol` hands itself to the application.
 TRANSPORT_KEY = "tasksync.transport"
+# A header name as the websockets parser accepts it (an RFC 9110 token).
+HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+
+
+def handshake_request(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> Request | None:
+    """The `Request` the websockets parser would read from this request as uvicorn writes it
+    out (`METHOD target HTTP/1.1`, then `name: value` lines), or None where that parser would
+    refuse it or answer it itself: a line longer than its limit (414, 431), more headers than
+    its limit (431), a name or value it rejects, a body (Transfer-Encoding or Content-Length,
+    which no browser sends with an upgrade)."""
+    if len(method) + len(target) + len(b"  HTTP/1.1\r\n") > MAX_LINE_LENGTH:
+        return None
+    parsed = Headers()
+    try:
+        for count, (name, value) in enumerate(headers, 1):
+            if (
+                count > MAX_NUM_HEADERS
+                or len(name) + len(value) + len(b": \r\n") > MAX_LINE_LENGTH
+                or not HEADER_NAME.fullmatch(name)
+            ):
+                return None
+            # Validated by Headers itself, with the websockets parser's rule for a value.
+            parsed[name.decode("ascii")] = value.strip(b" \t").decode("iso-8859-1")
+        path = target.decode("ascii")
+    except (UnicodeDecodeError, InvalidHeaderValue):
+        return None
+    if "Transfer-Encoding" in parsed or "Content-Length" in parsed:
+        return None
+    return Request(path, parsed, method.decode("ascii"), "HTTP/1.1")
 
 
 class ReceiveQueue:
@@ -326,6 +366,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
 
+    def upgrade(self, request: Request) -> None:
+        """Start the handshake of an upgrade request uvicorn's HTTP parser has read, as built by
+        `handshake_request()`, instead of having the websockets parser read it again."""
+        conn = self.conn
+        # The parser waits for a request it will not be given: from here it reads frames, as it
+        # would once it had parsed one.
+        conn.parser.close()
+        conn.parser = Protocol.parse(conn)
+        next(conn.parser)
+        self.handle_connect(request)
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         self._app_running = True
@@ -496,7 +547,29 @@ def http_protocol(bounds: RequestBounds) -> type[asyncio.Protocol]:
 
         def handle_websocket_upgrade(self) -> None:
             self._disarm()
-            super().handle_websocket_upgrade()
+            protocol_class = self.ws_protocol_class
+            # Not for another implementation (the benchmarks' variants), nor when the websockets
+            # parser would log the request it reads (debug).
+            if (
+                protocol_class is not None
+                and issubclass(protocol_class, WebSocketProtocol)
+                and not self.logger.isEnabledFor(logging.DEBUG)
+                and (request := handshake_request(self.scope["method"].encode(), self.url, self.scope["headers"]))
+            ):
+                self._upgrade(protocol_class, request)
+            else:
+                super().handle_websocket_upgrade()
+
+        def _upgrade(self, protocol_class: type[WebSocketProtocol], request: Request) -> None:
+            """uvicorn's steps, with the request handed over as read rather than as bytes."""
+            if self.logger.level <= TRACE_LOG_LEVEL:
+                prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+                self.logger.log(TRACE_LOG_LEVEL, "%sUpgrading to WebSocket", prefix)
+            self.connections.discard(self)
+            protocol = protocol_class(config=self.config, server_state=self.server_state, app_state=self.app_state)
+            protocol.connection_made(self.transport)
+            protocol.upgrade(request)
+            self.transport.set_protocol(protocol)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

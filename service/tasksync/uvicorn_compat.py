@@ -43,14 +43,17 @@ def _unsupported(missing: Iterable[str]) -> UnsupportedUvicorn:
 
 
 try:
+    from uvicorn.logging import TRACE_LOG_LEVEL
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from uvicorn.server import Server, ServerState
+    from websockets.http11 import Request
+    from websockets.protocol import Protocol
     from websockets.server import ServerProtocol
 except ImportError as exc:  # uvicorn before 0.35 has no sans-I/O protocol; without [standard], no httptools
     raise _unsupported([f"a module ({exc})"]) from exc
 
-__all__ = ["STATUS_LINE", "HttpToolsProtocol", "UnsupportedUvicorn", "WebSocketsSansIOProtocol"]
+__all__ = ["STATUS_LINE", "TRACE_LOG_LEVEL", "HttpToolsProtocol", "UnsupportedUvicorn", "WebSocketsSansIOProtocol"]
 
 
 def _assigned_attributes(cls: type) -> set[str]:
@@ -79,7 +82,9 @@ _METHODS: dict[type, tuple[str, ...]] = {
         "connection_made", "data_received", "connection_lost", "on_message_begin", "on_headers_complete",
         "on_message_complete", "handle_websocket_upgrade",
     ),
-    ServerProtocol: ("data_to_send", "send_text"),
+    ServerProtocol: ("data_to_send", "send_text", "accept"),
+    # The frame parser a handshake handed over already parsed (`WebSocketProtocol.upgrade`) runs.
+    Protocol: ("parse",),
     Server: ("main_loop", "on_tick", "shutdown"),
 }
 _ATTRIBUTES: dict[type, tuple[str, ...]] = {
@@ -87,11 +92,14 @@ _ATTRIBUTES: dict[type, tuple[str, ...]] = {
         "queue", "writable", "read_paused", "handshake_complete", "close_sent", "request", "response",
         "conn", "transport", "loop", "scope",
     ),
-    HttpToolsProtocol: ("transport", "loop", "cycle", "pipeline", "server_state"),
+    HttpToolsProtocol: (
+        "transport", "loop", "cycle", "pipeline", "server_state", "config", "app_state", "connections", "logger",
+        "client", "scope", "url", "ws_protocol_class",
+    ),
     RequestResponseCycle: ("response_started", "response_complete", "disconnected", "message_event"),
     ServerState: ("default_headers", "connections", "tasks"),
     Server: ("config", "server_state", "servers", "force_exit", "lifespan"),
-    ServerProtocol: ("handshake_exc", "extensions"),
+    ServerProtocol: ("handshake_exc", "extensions", "parser"),
 }
 # The answers transport.py writes itself, by status line.
 _STATUS_LINES = (408, 431)
@@ -116,6 +124,9 @@ def _missing_parts() -> list[str]:
     if pause_writing is None or "writable" not in pause_writing.__code__.co_names:
         missing.append("write flow control (WebSocketsSansIOProtocol.pause_writing clearing `writable`)")
     missing += [f"STATUS_LINE[{status}]" for status in _STATUS_LINES if status not in STATUS_LINE]
+    # `handshake_request()` builds a Request with the method and protocol it was sent with.
+    fields = getattr(Request, "__dataclass_fields__", {})
+    missing += [f"Request.{name}" for name in ("path", "headers", "method", "protocol") if name not in fields]
     missing += [
         f"room for WebSocketsSansIOProtocol.{name}() (uvicorn defines its own)"
         for name in _ADDED_METHODS

@@ -1,6 +1,7 @@
 """The transport adaptations without sockets: the single-consumer stand-ins `WebSocketProtocol`
-gives uvicorn's protocol, its backpressure on a peer that does not read, and the bounds
-`http_protocol()` puts on a request's head and body."""
+gives uvicorn's protocol, its backpressure on a peer that does not read, the bounds
+`http_protocol()` puts on a request's head and body, and the upgrade request handed to the
+handshake as read."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from typing import Any
 
 import pytest
 import uvicorn
+import websockets.http11
 from uvicorn.server import ServerState
+from websockets.http11 import Request, parse_headers
+from websockets.server import ServerProtocol
 
 from tasksync.protocol import text_frame
 from tasksync.transport import (
@@ -19,6 +23,7 @@ from tasksync.transport import (
     ReceiveQueue,
     RequestBounds,
     WritableFlag,
+    handshake_request,
     http_protocol,
     websocket_protocol,
 )
@@ -139,7 +144,14 @@ async def _echo_body_length(scope: dict[str, Any], receive: Callable[..., Any], 
     await send({"type": "http.response.body", "body": answer})
 
 
-def _http(counts: Counts, *, max_head_bytes: int = 4096, body_timeout: float = 10.0) -> tuple[Any, RecordingTransport]:
+def _http(
+    counts: Counts,
+    *,
+    max_head_bytes: int = 4096,
+    body_timeout: float = 10.0,
+    app: Callable[..., Any] = _echo_body_length,
+    **config: Any,
+) -> tuple[Any, RecordingTransport]:
     bounds = RequestBounds(
         head_timeout=10.0,
         max_head_bytes=max_head_bytes,
@@ -148,9 +160,9 @@ def _http(counts: Counts, *, max_head_bytes: int = 4096, body_timeout: float = 1
         on_head_too_large=counts.counter("head_too_large"),
         on_body_timeout=counts.counter("body_timeout"),
     )
-    config = uvicorn.Config(_echo_body_length, lifespan="off", proxy_headers=False, log_level="warning")
-    config.load()
-    protocol = http_protocol(bounds)(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+    loaded = uvicorn.Config(app, lifespan="off", proxy_headers=False, log_level="warning", **config)
+    loaded.load()
+    protocol = http_protocol(bounds)(config=loaded, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
     transport = RecordingTransport()
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
@@ -433,3 +445,135 @@ async def test_a_handshake_the_server_s_shutdown_answered_takes_the_application_
     assert bytes(transport.written).startswith(b"HTTP/1.1 500 ")
     assert bytes(transport.written).count(b"HTTP/1.1 ") == 1
     protocol.connection_lost(None)
+
+
+# -- the upgrade request, read once -------------------------------------------------------------
+
+UPGRADE = [
+    (b"host", b"localhost:8000"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+def _written_out(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request as uvicorn writes it out for the websockets parser."""
+    lines = [method + b" " + target + b" HTTP/1.1"] + [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _websockets_reads(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
+    """The request the websockets parser reads from those bytes; None when it refuses them."""
+    parser = ServerProtocol()
+    parser.receive_data(_written_out(method, target, headers))
+    requests = [event for event in parser.events_received() if isinstance(event, Request)]
+    return None if parser.handshake_exc is not None or not requests else requests[0]
+
+
+def _as_read(request: Request | None) -> tuple[Any, ...] | None:
+    if request is None:
+        return None
+    return request.method, request.path, request.protocol, list(request.headers.raw_items())
+
+
+LINE = 8192  # the websockets parser's limit on a line, CRLF included
+# (target, headers, whether the request is handed over as read, not left to the websockets parser)
+REQUESTS: dict[str, tuple[bytes, list[tuple[bytes, bytes]], bool]] = {
+    "a browser's": (
+        b"/ws?since=41&epoch=e1",
+        [*UPGRADE, (b"origin", b"https://app.example.com"), (b"sec-websocket-protocol", b"tasksync.v1, bearer.x.y.z")],
+        True,
+    ),
+    "values in ISO-8859-1, with tabs and spaces around": (
+        b"/ws",
+        [*UPGRADE, (b"x-name", b" \tcaf\xe9 au lait\t ")],
+        True,
+    ),
+    "a header line at the limit": (b"/ws", [*UPGRADE, (b"x-pad", b"p" * (LINE - len(b"x-pad: \r\n")))], True),
+    "a header line over the limit (431)": (
+        b"/ws",
+        [*UPGRADE, (b"x-pad", b"p" * (LINE - len(b"x-pad: \r\n") + 1))],
+        False,
+    ),
+    "a request line at the limit": (b"/" + b"q" * (LINE - len(b"GET / HTTP/1.1\r\n")), UPGRADE, True),
+    "a request line over the limit (414)": (b"/" + b"q" * (LINE - len(b"GET / HTTP/1.1\r\n") + 1), UPGRADE, False),
+    "as many headers as allowed": (b"/ws", [*UPGRADE, *[(b"x-%d" % i, b"v") for i in range(128 - len(UPGRADE))]], True),
+    "one header too many (431)": (b"/ws", [*UPGRADE, *[(b"x-%d" % i, b"v") for i in range(129 - len(UPGRADE))]], False),
+    "a control character in a value": (b"/ws", [*UPGRADE, (b"x-bad", b"a\x01b")], False),
+    "a name that is not a token": (b"/ws", [*UPGRADE, (b"x(bad)", b"v")], False),
+    "a target that is not ASCII": (b"/ws?caf\xc3\xa9", UPGRADE, False),
+    "a chunked body": (b"/ws", [*UPGRADE, (b"transfer-encoding", b"chunked")], False),
+    "an empty body announced": (b"/ws", [*UPGRADE, (b"content-length", b"0")], False),
+}
+
+
+@pytest.mark.parametrize("case", REQUESTS)
+def test_the_upgrade_request_handed_over_is_the_one_the_websockets_parser_reads(case):
+    target, headers, handed_over = REQUESTS[case]
+    built = handshake_request(b"GET", target, headers)
+    assert (built is not None) is handed_over
+    if built is not None:
+        assert _as_read(built) == _as_read(_websockets_reads(b"GET", target, headers))
+
+
+def test_whatever_the_websockets_parser_refuses_is_left_to_it():
+    refused = [
+        case for case, (target, headers, _) in REQUESTS.items() if not _websockets_reads(b"GET", target, headers)
+    ]
+    assert len(refused) >= 6  # the list above does reach the parser's refusals
+    for case in refused:
+        target, headers, _ = REQUESTS[case]
+        assert handshake_request(b"GET", target, headers) is None, case
+
+
+def _http_upgrading(app: Callable[..., Any]) -> tuple[Any, RecordingTransport]:
+    return _http(Counts(), max_head_bytes=32_768, app=app, ws=websocket_protocol(60, lambda: None))
+
+
+def _masked_text_frame(text: bytes) -> bytes:
+    mask = b"\x01\x02\x03\x04"
+    return bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+
+
+async def test_an_upgrade_is_answered_and_its_frames_read_without_the_request_being_parsed_again(monkeypatch):
+    # The websockets parser's request parser starts with each connection and waits for a request
+    # line; it reads the headers only once it has one.
+    parsed_again: list[bool] = []
+
+    def recording_parse_headers(read_line: Any) -> Any:
+        parsed_again.append(True)
+        return (yield from parse_headers(read_line))
+
+    monkeypatch.setattr(websockets.http11, "parse_headers", recording_parse_headers)
+    received: list[Any] = []
+
+    async def accept_and_record(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        received.append((await receive())["type"])
+        await send({"type": "websocket.accept", "subprotocol": "tasksync.v1"})
+        while (message := await receive())["type"] != "websocket.disconnect":
+            received.append(message["text"])
+
+    protocol, transport = _http_upgrading(accept_and_record)
+    request = _written_out(b"GET", b"/ws?user_id=u1", [*UPGRADE, (b"sec-websocket-protocol", b"tasksync.v1")])
+    protocol.data_received(request)
+    answered = await _answered(transport)
+    assert answered == [b"HTTP/1.1 101 Switching Protocols"]
+    assert b"\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in transport.written
+    assert b"\r\nSec-WebSocket-Protocol: tasksync.v1\r\n" in transport.written
+    upgraded = transport.get_protocol()
+    assert upgraded is not protocol
+    assert upgraded.scope["path"] == "/ws" and upgraded.scope["query_string"] == b"user_id=u1"
+    upgraded.data_received(_masked_text_frame(b"hello"))
+    await eventually(lambda: received == ["websocket.connect", "hello"], timeout=5, what="the frame")
+    assert parsed_again == []
+    upgraded.connection_lost(None)
+
+
+async def test_an_upgrade_the_websockets_parser_must_answer_still_gets_its_answer():
+    protocol, transport = _http_upgrading(_accept_and_wait)
+    too_many = [*UPGRADE, *[(b"x-%d" % i, b"v") for i in range(129 - len(UPGRADE))]]
+    protocol.data_received(_written_out(b"GET", b"/ws", too_many))
+    assert await _answered(transport) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+    assert transport.closed
