@@ -2,8 +2,10 @@
 
 This machine's speed moves by more than most changes are worth, within the hour: a version
 measured after another can win or lose on the minute alone. So each turn runs both versions
-back to back (A, then B), and the turns repeat; every target row of every run is printed side by
-side, turn by turn, so a difference that holds in every turn can be told from one that does not.
+back to back, and the turns repeat; every target row of every run is printed side by side, turn
+by turn, so a difference that holds in every turn can be told from one that does not. The order
+alternates (A then B, B then A, ...): the second run of a turn meets what the first left behind
+(sockets in TIME_WAIT, a machine busier or warmer), and should not always be the same version.
 
 A version is a git revision (`HEAD~1`, a branch, a commit) whose `service/` is extracted with
 `git archive`, or `WORKTREE` for the checkout's own `service/` as it is now. Each run is
@@ -67,7 +69,7 @@ def measure(tree: Path, out: Path, plan: str, only: str) -> dict[str, Any]:
 
 
 def table(labels: list[str], runs: list[tuple[str, int, dict[str, Any]]]) -> str:
-    """Every target row, one column per run in the order they ran (A1 B1 A2 B2 ...)."""
+    """Every target row, one column per run in the order they ran (A1 B1 B2 A2 ...)."""
     columns = [f"{'AB'[labels.index(label)]}{turn}" for label, turn, _ in runs]
     # Rows by target and its place among the run's targets of that name: a case may name what
     # differs between runs (how many events a storm published).
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", help="the first version: a git revision, or WORKTREE")
     parser.add_argument("b", help="the second version")
     parser.add_argument("--only", required=True, help=f"comma-separated workloads: {','.join(WORKLOADS)}")
-    parser.add_argument("--turns", type=int, default=2, help="A then B, this many times (default 2)")
+    parser.add_argument("--turns", type=int, default=2, help="A and B in turns, this many (default 2)")
     parser.add_argument("--plan", choices=sorted(PLANS), default="full")
     parser.add_argument("--out", type=Path, help="where the runs go (default: bench/results/raw/ab-<time>)")
     args = parser.parse_args(argv)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = {label: service_tree(label, out / f"tree-{_label(label)}") for label in labels}
     runs: list[tuple[str, int, dict[str, Any]]] = []
     for turn in range(1, args.turns + 1):
-        for label in labels:
+        for label in labels if turn % 2 else labels[::-1]:
             print(f"bench.ab: turn {turn}, {label} ...", file=sys.stderr, flush=True)
             results = measure(trees[label], out / f"{_label(label)}-{turn}", args.plan, args.only)
             runs.append((label, turn, results))

@@ -32,10 +32,11 @@ def test_two_versions_run_in_turns_and_every_target_is_shown_for_each(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     turns = [line for line in done.stderr.splitlines() if line.startswith("bench.ab: turn")]
+    # The order alternates, so that neither version is always the second of a turn.
     assert turns == ["bench.ab: turn 1, HEAD ...", "bench.ab: turn 1, WORKTREE ...",
-                     "bench.ab: turn 2, HEAD ...", "bench.ab: turn 2, WORKTREE ..."]
+                     "bench.ab: turn 2, WORKTREE ...", "bench.ab: turn 2, HEAD ..."]
     table = (out / "ab.md").read_text()
-    assert "| target | A1 | B1 | A2 | B2 |" in table
+    assert "| target | A1 | B1 | B2 | A2 |" in table
     ingest = [line for line in table.splitlines() if line.startswith("| HTTP ingest")]
     assert ingest and all("| - " not in line for line in ingest), table
     assert all((out / f"{side}-{turn}" / "results.json").exists() for side in ("HEAD", WORKTREE) for turn in (1, 2))
