@@ -11,6 +11,9 @@ if ! command -v redis-server >/dev/null; then
   install_server_package redis-server redis-server
 fi
 
+# callgrind, for bench/instructions.py and its test.
+install_packages valgrind
+
 make -s venv
 # Centrifugo, the Go peer the benchmark smoke starts (tests/bench), from the Go module proxy:
 # minutes once, cached.
