@@ -52,6 +52,12 @@ def service_tree(revision: str, into: Path) -> Path:
     return into / "service"
 
 
+def turn_order(versions: list[str], turn: int) -> list[str]:
+    """The versions in the order turn `turn` (from 1) runs them: as given in odd turns, reversed
+    in even ones, so that no version is always the second of a turn."""
+    return versions if turn % 2 else versions[::-1]
+
+
 def _label(revision: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", revision)
 
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     trees = {label: service_tree(label, out / f"tree-{_label(label)}") for label in labels}
     runs: list[tuple[str, int, dict[str, Any]]] = []
     for turn in range(1, args.turns + 1):
-        for label in labels if turn % 2 else labels[::-1]:
+        for label in turn_order(labels, turn):
             print(f"bench.ab: turn {turn}, {label} ...", file=sys.stderr, flush=True)
             results = measure(trees[label], out / f"{_label(label)}-{turn}", args.plan, args.only)
             runs.append((label, turn, results))

@@ -31,10 +31,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .ab import service_tree
+from .ab import service_tree, turn_order
 from .loadgen.handshakes import handshakes
 from .procs import REPO, Child, free_port, python_module
-from .workloads.handshakes import JWT_SECRET
+from .workloads.handshakes import JWT_SECRET, command
 
 # callgrind runs the server about 50 times slower: four handshakes at a time keep each well within
 # the load generator's handshake timeout.
@@ -62,13 +62,7 @@ def active_connections(port: int) -> float:
 
 
 def make_handshakes(port: int, auth: str, count: int, *, all_needed: bool = True) -> None:
-    command = {
-        "url": f"ws://127.0.0.1:{port}/ws",
-        "count": count,
-        "concurrency": CONCURRENCY,
-        "jwt_secret": JWT_SECRET if auth == "jwt" else None,
-    }
-    done = asyncio.run(handshakes(command))
+    done = asyncio.run(handshakes({**command(port, auth, count), "concurrency": CONCURRENCY}))
     if all_needed and done["completed"] != count:
         raise RuntimeError(f"{done['failed']} of {count} handshakes failed, the first with {done['first_failure']}")
 
@@ -114,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(scratch)
         trees = {version: service_tree(version, work / f"tree-{index}") for index, version in enumerate(args.versions)}
         counts: dict[str, list[float]] = {version: [] for version in args.versions}
-        for turn in range(args.turns):
-            for version in args.versions if turn % 2 == 0 else args.versions[::-1]:
-                print(f"bench.instructions: turn {turn + 1}, {version} ...", file=sys.stderr, flush=True)
+        for turn in range(1, args.turns + 1):
+            for version in turn_order(args.versions, turn):
+                print(f"bench.instructions: turn {turn}, {version} ...", file=sys.stderr, flush=True)
                 counts[version].append(per_handshake(trees[version], args.auth, args.count, args.warm_up, work))
     print(f"| version | {args.auth} handshake, instructions (each turn) |")
     print("|---|---|")

@@ -312,6 +312,21 @@ async def _accept_and_wait(scope: dict[str, Any], receive: Callable[..., Any], s
         pass
 
 
+UPGRADE = [
+    (b"host", b"localhost:8000"),
+    (b"upgrade", b"websocket"),
+    (b"connection", b"Upgrade"),
+    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+    (b"sec-websocket-version", b"13"),
+]
+
+
+def _written_out(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request as uvicorn writes it out for the websockets parser."""
+    lines = [method + b" " + target + b" HTTP/1.1"] + [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
 def _upgraded(extensions: str = "", app: Callable[..., Any] = _accept_and_wait) -> tuple[Any, RecordingTransport]:
     """A WebSocket protocol that has been sent a handshake request for `app`."""
     config = uvicorn.Config(app, lifespan="off", log_level="warning")
@@ -320,13 +335,8 @@ def _upgraded(extensions: str = "", app: Callable[..., Any] = _accept_and_wait) 
     transport = RecordingTransport()
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    request = (
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
-        + "\r\n"
-    )
-    protocol.data_received(request.encode())
+    offered = [(b"sec-websocket-extensions", extensions.encode())] if extensions else []
+    protocol.data_received(_written_out(b"GET", b"/ws", [*UPGRADE, *offered]))
     return protocol, transport
 
 
@@ -448,20 +458,6 @@ async def test_a_handshake_the_server_s_shutdown_answered_takes_the_application_
 
 
 # -- the upgrade request, read once -------------------------------------------------------------
-
-UPGRADE = [
-    (b"host", b"localhost:8000"),
-    (b"upgrade", b"websocket"),
-    (b"connection", b"Upgrade"),
-    (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="),
-    (b"sec-websocket-version", b"13"),
-]
-
-
-def _written_out(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The request as uvicorn writes it out for the websockets parser."""
-    lines = [method + b" " + target + b" HTTP/1.1"] + [name + b": " + value for name, value in headers]
-    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def _websockets_reads(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> Request | None:
