@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,22 @@ class RedisCluster:
         node.process.kill()
         node.process.wait(10)
         return master
+
+    @contextlib.contextmanager
+    def replicas_paused(self, master: Master) -> Iterator[None]:
+        """SIGSTOP `master`'s replicas, and SIGCONT them on the way out: while they are stopped
+        no failover of `master` can happen, so a test can look at a master that is down for as
+        long as it needs, without racing its replica's promotion."""
+        paused = [self._node_on(port).process for port in master.replicas]
+        for process in paused:
+            assert process is not None
+            process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for process in paused:
+                assert process is not None
+                process.send_signal(signal.SIGCONT)
 
     def wait_for_failover(self, killed: Master, timeout: float = 60) -> Master:
         """Wait until one of `killed`'s replicas serves its slots and the cluster is healthy

@@ -224,6 +224,44 @@ async def test_a_master_killed_under_load_costs_only_its_users_and_no_event_is_s
         await close_tabs(tabs, readers, publisher)
 
 
+async def test_a_master_down_before_its_failover_costs_only_its_users_even_the_one_redis_py_asks_first(
+    redis_cluster,
+):
+    """The master redis-py's cluster client asks whenever it reads the cluster again (its
+    default node) is killed, and held down (its replica paused, so no failover comes): round
+    after round, the broker stays ready, that master's user's publishes are refused and every
+    other user's are acknowledged. Then the replica takes over, and that user's are too.
+
+    redis-py's own refresh asks the default node for COMMAND, and when that fails it closes
+    every connection to every node: the broker used to refresh that way before each pipeline,
+    so while this one master was down every user's publish failed, and so did readiness."""
+    users = [group[0] for group in users_by_master(redis_cluster, per_master=1)]
+    broker = RedisBroker(redis_cluster.url)
+
+    def round_of(n: int) -> list[TaskEvent]:
+        return [TaskEvent(id=f"r{n}", user_id=user, event="task.updated", task={}, occurred_at="t") for user in users]
+
+    try:
+        assert all(isinstance(outcome, Delivery) for outcome in await broker.publish_many(round_of(0)))
+        # The one master that matters here is the one redis-py's client would ask: known only
+        # to the client itself.
+        default = broker._redis.get_default_node()
+        victim = next(i for i, master in enumerate(redis_cluster.masters()) if master.port == default.port)
+        with redis_cluster.replicas_paused(redis_cluster.masters()[victim]):
+            killed = await asyncio.to_thread(redis_cluster.kill_master, victim)
+            for n in range(1, 6):
+                outcomes = await broker.publish_many(round_of(n))
+                for user, outcome in zip(users, outcomes, strict=True):
+                    expected = BrokerUnavailable if user == users[victim] else Delivery
+                    assert isinstance(outcome, expected), f"round {n}, {user}: {outcome!r}"
+                assert await broker.ready(), f"round {n}: not ready with two of three masters up"
+        await asyncio.to_thread(redis_cluster.wait_for_failover, killed, 60)
+        outcomes = await broker.publish_many(round_of(6))
+        assert all(isinstance(outcome, Delivery) for outcome in outcomes), outcomes
+    finally:
+        await broker.stop()
+
+
 def slot_of(user: str) -> int:
     return key_slot(user_keys("tasksync", user).head.encode())
 

@@ -71,6 +71,8 @@ from typing import Any, NamedTuple
 from redis.asyncio.cluster import ClusterNode
 from redis.crc import key_slot
 from redis.exceptions import ClusterDownError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..events import TaskEvent
 from ..protocol import join_task_update, task_update_halves
@@ -108,6 +110,18 @@ SUBSCRIBE_TIMEOUT = 5.0
 # a connection whose node just died, also raises RuntimeError (uvloop: "the handler is closed")
 # and AttributeError (a writer already gone): the call did not complete either way.
 _CONNECTION_FAILURES = (*UNREACHABLE, RuntimeError, AttributeError)
+# A cluster call's failure that says its master is gone or moving, not that the call is wrong: its
+# connection failed, or a node answered that the cluster is down (a failover in progress). The
+# map of the slots is read again and the call tried once more (`_pipeline`).
+_MASTER_LOST = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    OSError,
+    TimeoutError,
+    RuntimeError,
+    AttributeError,
+)
 
 _TASK_UPDATE_PREFIX = b'{"type":"task_update",'
 
@@ -314,7 +328,11 @@ class RedisBroker(Broker):
                     await task
         with contextlib.suppress(*UNREACHABLE):
             if self._cluster:
+                # redis-py's client closes its nodes' connections only once its own refresh has
+                # run, which the broker does not use (`_read_slots`).
                 await self._redis.aclose()
+                await self._redis.nodes_manager.aclose()
+                await self._redis.nodes_manager.aclose("startup_nodes")
             else:
                 await self._redis.aclose(close_connection_pool=True)
 
@@ -329,18 +347,25 @@ class RedisBroker(Broker):
 
     async def _cluster_answers(self) -> bool:
         """Whether any master answers: one node down costs only its users, so the replica stays
-        ready for the others."""
+        ready for the others. Each is asked on a connection of its own node, not through
+        redis-py's client, which would read the cluster again its own way (`_read_slots`)."""
         try:
             async with asyncio.timeout(1.0):
-                await self._redis.initialize()
+                await self._read_slots()
         except (*_CONNECTION_FAILURES, TimeoutError):
             return False
-        for node in self._redis.get_primaries():
-            with contextlib.suppress(*_CONNECTION_FAILURES, TimeoutError):
-                async with asyncio.timeout(0.5):
-                    if await self._redis.ping(target_nodes=node):
-                        return True
-        return False
+        return any(await asyncio.gather(*map(_answers, self._redis.get_primaries())))
+
+    async def _read_slots(self, *, again: bool = False) -> None:
+        """redis-py's map of the cluster's slots to their masters, read from any node that
+        answers: the first time, and `again` after a master failed or moved.
+
+        Not through redis-py's `RedisCluster.initialize()`: besides the map, it asks its default
+        node (the first master listed) for COMMAND, and when that fails it closes every
+        connection to every node. While that one master is down, until its failover, every call
+        made through it would fail, whatever master its keys are on."""
+        if again or not self._redis.nodes_manager.slots_cache:
+            await self._redis.nodes_manager.initialize()
 
     # -- pipelines -------------------------------------------------------------------------
 
@@ -378,22 +403,40 @@ class RedisBroker(Broker):
 
     async def _pipeline(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
         """The calls as one pipeline per Redis node, run side by side: a node that fails fails
-        only the calls of the users on its slots."""
+        only the calls of the users on its slots. On a cluster, the calls whose master was lost
+        are tried once more where the map of the slots, read again, then says: a failover's new
+        master, or the same one on a new connection. A call that may have run the first time
+        is deduplicated by Redis (its event id)."""
         if not self._cluster:
             return await self._node_pipeline(calls, None, wait=wait)
+        replies = await self._master_pipelines(calls, wait=wait)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, _MASTER_LOST)]
+        if lost:
+            with contextlib.suppress(*_CONNECTION_FAILURES):
+                await self._read_slots(again=True)
+            again = await self._master_pipelines([calls[i] for i in lost], wait=wait)
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _master_pipelines(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
+        replies: list[Any] = [None] * len(calls)
         try:
-            await self._redis.initialize()
-            nodes = [self._redis.get_node_from_key(call.keys[0]) for call in calls]
+            await self._read_slots()
         except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
-        by_node: dict[str, tuple[Any, list[int]]] = {}
-        for index, node in enumerate(nodes):
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for index, call in enumerate(calls):
+            try:
+                node = self._redis.get_node_from_key(call.keys[0])
+            except _CONNECTION_FAILURES as exc:  # a slot no master serves
+                replies[index] = exc
+                continue
             by_node.setdefault(node.name, (node, []))[1].append(index)
         groups = list(by_node.values())
         answers = await asyncio.gather(
             *(self._node_pipeline([calls[i] for i in indexes], node, wait=wait) for node, indexes in groups)
         )
-        replies: list[Any] = [None] * len(calls)
         for (_, indexes), got in zip(groups, answers, strict=True):
             for index, reply in zip(indexes, got, strict=True):
                 replies[index] = reply
@@ -417,7 +460,7 @@ class RedisBroker(Broker):
             if node is None:
                 replies = await execute(self._redis.connection_pool, commands, timeout=timeout)
             else:
-                replies, redirected = await self._on_cluster_node(node, commands, timeout)
+                replies, redirected = await execute_on_cluster(self._redis, node, commands, timeout=timeout)
         except _CONNECTION_FAILURES as exc:
             return [exc] * len(calls)
         if not waits:
@@ -431,34 +474,6 @@ class RedisBroker(Broker):
         for i in redirected:
             if not isinstance(replies[i], Exception):
                 replies[i] = unconfirmed
-        return replies
-
-    async def _on_cluster_node(
-        self, node: ClusterNode, commands: list[tuple[Any, ...]], timeout: float
-    ) -> tuple[list[Any], list[int]]:
-        """The commands' replies from one cluster master, redirections followed, and the indexes
-        of those redirected (redis_pipeline.execute_on_cluster). When the master's connection
-        fails, or the cluster answers that it is down, they go through redis-py's cluster
-        pipeline instead, which reads the cluster's topology again and retries (a failover)."""
-        try:
-            replies, redirected = await execute_on_cluster(self._redis, node, commands, timeout=timeout)
-        except _CONNECTION_FAILURES:
-            return await self._cluster_pipeline(node, commands), []
-        down = [i for i, reply in enumerate(replies) if isinstance(reply, ClusterDownError)]
-        if down:
-            try:
-                again = await self._cluster_pipeline(node, [commands[i] for i in down])
-            except _CONNECTION_FAILURES as exc:
-                again = [exc] * len(down)
-            for i, reply in zip(down, again, strict=True):
-                replies[i] = reply
-        return replies, redirected
-
-    async def _cluster_pipeline(self, node: ClusterNode, commands: list[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command, **({"target_nodes": node} if command[0] == "WAIT" else {}))
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
     async def _run_one(self, call: _Call) -> Any:
@@ -703,7 +718,7 @@ class RedisBroker(Broker):
     async def _shard_for(self, user_id: str) -> _Shard:
         if not self._cluster:
             return self._shard("redis")
-        await self._redis.initialize()
+        await self._read_slots()
         node = self._redis.get_node_from_key(self._channel(user_id))
         return self._shard(node.name, node.host, node.port)
 
@@ -791,7 +806,7 @@ class RedisBroker(Broker):
         or a slot migration), and catch them up: their channel was down."""
         if refresh:
             with contextlib.suppress(*UNREACHABLE):
-                await self._redis.nodes_manager.initialize()
+                await self._read_slots(again=True)
         moved: dict[_Shard, list[str]] = {}
         for user_id in users:
             old = self._shard_of.get(user_id)
@@ -1021,3 +1036,11 @@ class RedisBroker(Broker):
         if entries and _entry_seq(entries[-1]) == head:
             return self._entries_to_deliveries(user_id, entries[-1:], epoch)
         return []
+
+
+async def _answers(node: ClusterNode) -> bool:
+    """Whether a cluster node answers a PING within half a second."""
+    with contextlib.suppress(*_CONNECTION_FAILURES, TimeoutError):
+        async with asyncio.timeout(0.5):
+            return bool(await node.execute_command("PING"))
+    return False

@@ -125,9 +125,8 @@ async def execute_on_cluster(
     ASK, TRYAGAIN); and the indexes of the commands that were redirected (those that ran, if they
     ran, on another node than `node`). A reply is an exception instance for an error reply, a
     redirection followed `MAX_REDIRECTIONS` times, or a connection to a redirection's target that
-    failed. Raises as `execute_on` for `node`'s own connection: none of the commands may be
-    known to have run, so redis-py's cluster client (with its retries and topology refresh) is
-    the one to try them again."""
+    failed. Raises as `execute_on` for `node`'s own connection: any of the commands may have
+    run, and the broker reads the map of the slots again and tries them once more."""
     replies = await execute_on_node(node, commands, timeout=timeout)
     redirected = [i for i, reply in enumerate(replies) if isinstance(reply, _FOLLOWED)]
     # Where each redirected command goes next, and whether it is asked (ASK) there.
