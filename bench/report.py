@@ -342,9 +342,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"{h['concurrency']} concurrent. " + _load(h),
             "",
             (
-                "Both servers measured in turns; the median of the runs listed under `each run` counts. "
+                "The servers measured in turns; the median of the runs listed under `each run` counts. "
                 "`server CPU ms each`: the server's CPU time per handshake, which the machine's load "
-                "moves less than the rate."
+                "moves less than the rate. `picows`: workload 1's reference server, the upgrade and one "
+                "frame with no authentication: the ceiling this load generator and machine can show."
             ),
             "",
         ]
