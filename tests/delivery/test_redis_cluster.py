@@ -237,12 +237,8 @@ async def test_a_master_down_before_its_failover_costs_only_its_users_even_the_o
     so while this one master was down every user's publish failed, and so did readiness."""
     users = [group[0] for group in users_by_master(redis_cluster, per_master=1)]
     broker = RedisBroker(redis_cluster.url)
-
-    def round_of(n: int) -> list[TaskEvent]:
-        return [TaskEvent(id=f"r{n}", user_id=user, event="task.updated", task={}, occurred_at="t") for user in users]
-
     try:
-        assert all(isinstance(outcome, Delivery) for outcome in await broker.publish_many(round_of(0)))
+        assert all(isinstance(outcome, Delivery) for outcome in await broker.publish_many(round_of(users, 0)))
         # The one master that matters here is the one redis-py's client would ask: known only
         # to the client itself.
         default = broker._redis.get_default_node()
@@ -250,16 +246,48 @@ async def test_a_master_down_before_its_failover_costs_only_its_users_even_the_o
         with redis_cluster.replicas_paused(redis_cluster.masters()[victim]):
             killed = await asyncio.to_thread(redis_cluster.kill_master, victim)
             for n in range(1, 6):
-                outcomes = await broker.publish_many(round_of(n))
-                for user, outcome in zip(users, outcomes, strict=True):
-                    expected = BrokerUnavailable if user == users[victim] else Delivery
-                    assert isinstance(outcome, expected), f"round {n}, {user}: {outcome!r}"
+                outcomes = await broker.publish_many(round_of(users, n))
+                assert_only_refused(users, outcomes, users[victim], f"round {n}")
                 assert await broker.ready(), f"round {n}: not ready with two of three masters up"
         await asyncio.to_thread(redis_cluster.wait_for_failover, killed, 60)
-        outcomes = await broker.publish_many(round_of(6))
+        outcomes = await broker.publish_many(round_of(users, 6))
         assert all(isinstance(outcome, Delivery) for outcome in outcomes), outcomes
     finally:
         await broker.stop()
+
+
+async def test_a_master_that_lost_its_scripts_is_served_while_another_master_is_down(redis_cluster):
+    """One master is down, held before its failover; another has lost TaskSync's scripts (a
+    restart, SCRIPT FLUSH). That one's users' publishes load them again and are acknowledged.
+    The scripts used to be loaded on every master at once, through redis-py's client, and the
+    master that was down failed the load for everyone."""
+    users = [group[0] for group in users_by_master(redis_cluster, per_master=1)]
+    broker = RedisBroker(redis_cluster.url)
+    down, flushed = 0, 1
+    masters = redis_cluster.masters()
+    try:
+        assert all(isinstance(outcome, Delivery) for outcome in await broker.publish_many(round_of(users, 0)))
+        with redis_cluster.replicas_paused(masters[down]):
+            await asyncio.to_thread(redis_cluster.kill_master, down)
+            with redis.Redis(host="127.0.0.1", port=masters[flushed].port) as node:
+                node.script_flush()
+            for n in range(1, 3):
+                outcomes = await broker.publish_many(round_of(users, n))
+                assert_only_refused(users, outcomes, users[down], f"round {n}")
+    finally:
+        await broker.stop()
+
+
+def round_of(users: list[str], n: int) -> list[TaskEvent]:
+    """An event for each user, event ids distinct per round."""
+    return [TaskEvent(id=f"r{n}", user_id=user, event="task.updated", task={}, occurred_at="t") for user in users]
+
+
+def assert_only_refused(users: list[str], outcomes: list[Any], refused: str, when: str) -> None:
+    """`refused`'s publish was refused (503) and every other user's acknowledged."""
+    for user, outcome in zip(users, outcomes, strict=True):
+        expected = BrokerUnavailable if user == refused else Delivery
+        assert isinstance(outcome, expected), f"{when}, {user}: {outcome!r}"
 
 
 def slot_of(user: str) -> int:

@@ -390,8 +390,7 @@ class RedisBroker(Broker):
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             try:
-                for script in {calls[i].script for i in missing}:
-                    await self._redis.script_load(script.text)
+                await self._load_scripts([calls[i] for i in missing])
             except _CONNECTION_FAILURES as exc:
                 for i in missing:
                     replies[i] = exc
@@ -400,6 +399,21 @@ class RedisBroker(Broker):
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
+
+    async def _load_scripts(self, calls: Sequence[_Call]) -> None:
+        """Load the calls' scripts again. On a cluster, on every master, each on its own: the
+        master that answered NOSCRIPT may be one a redirection led to, and a master that is down
+        costs only its own users (redis-py's `script_load` fails as a whole when one master does
+        not answer); a call whose master did not load it fails again, with NOSCRIPT."""
+        texts = {call.script.text for call in calls}
+        if not self._cluster:
+            for text in texts:
+                await self._redis.script_load(text)
+            return
+        await self._read_slots()
+        await asyncio.gather(
+            *(_load(node, text) for node in self._redis.get_primaries() for text in texts),
+        )
 
     async def _pipeline(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
         """The calls as one pipeline per Redis node, run side by side: a node that fails fails
@@ -1044,3 +1058,9 @@ async def _answers(node: ClusterNode) -> bool:
         async with asyncio.timeout(0.5):
             return bool(await node.execute_command("PING"))
     return False
+
+
+async def _load(node: ClusterNode, text: str) -> None:
+    """Load a script on a cluster node, if it answers."""
+    with contextlib.suppress(*_CONNECTION_FAILURES):
+        await node.execute_command("SCRIPT", "LOAD", text)
