@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import redis
 from redis.crc import key_slot
 
 from tasksync.broker import BrokerUnavailable, Delivery
-from tasksync.broker.redis import RedisBroker
+from tasksync.broker.redis import SLOTS_REREAD_INTERVAL, RedisBroker
 from tasksync.broker.redis_layout import user_keys
 from tasksync.client import SyncClient
 from tasksync.events import TaskEvent
@@ -276,6 +277,36 @@ async def test_a_master_that_lost_its_scripts_is_served_while_another_master_is_
                 assert_only_refused(users, outcomes, users[down], f"round {n}")
     finally:
         await broker.stop()
+
+
+async def test_failed_publishes_read_the_slot_map_again_at_most_every_interval(shared_cluster):
+    """While a master is down every publish of its users fails and asks for the slot map
+    again, and redis-py marks every connection to every node for a reconnect on each reading:
+    asked for in a tight loop, the map is read (CLUSTER SLOTS, on any node) at most once per
+    `SLOTS_REREAD_INTERVAL`."""
+    broker = RedisBroker(shared_cluster.url)
+    asked = 0
+    try:
+        await broker._read_slots()
+        before = cluster_slots_calls(shared_cluster)
+        started = time.monotonic()
+        while time.monotonic() - started < 3 * SLOTS_REREAD_INTERVAL:
+            await broker._read_slots(again=True, unless_read_within=SLOTS_REREAD_INTERVAL)
+            asked += 1
+        elapsed = time.monotonic() - started
+    finally:
+        await broker.stop()
+    reads = cluster_slots_calls(shared_cluster) - before
+    assert 2 <= reads <= elapsed / SLOTS_REREAD_INTERVAL + 1, f"{reads} readings in {elapsed:.2f}s, {asked} asked"
+
+
+def cluster_slots_calls(cluster: RedisCluster) -> int:
+    """CLUSTER SLOTS calls answered by every node of the cluster so far."""
+    total = 0
+    for host, port in cluster.startup_nodes:
+        with redis.Redis(host=host, port=port) as node:
+            total += int(node.info("commandstats").get("cmdstat_cluster|slots", {"calls": 0})["calls"])
+    return total
 
 
 def round_of(users: list[str], n: int) -> list[TaskEvent]:

@@ -62,6 +62,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -105,6 +106,11 @@ SEEN_USERS = 100_000
 # How long a watch waits for its subscription to be confirmed before it goes on without it (the
 # listener subscribes the user again when it reconnects, and catches up from the head read).
 SUBSCRIBE_TIMEOUT = 5.0
+# On a cluster, a failed publish has the slot map read again at most this often (seconds). A
+# master that is down fails every call of its users until its failover, and redis-py 8.1 marks
+# every connection to every node for a reconnect on each reading. (A pub/sub connection lost
+# has it read every time: nothing else would move its users.)
+SLOTS_REREAD_INTERVAL = 0.1
 
 # What a call to Redis raises when its connection fails. redis-py's cluster client, writing on
 # a connection whose node just died, also raises RuntimeError (uvloop: "the handler is closed")
@@ -251,6 +257,7 @@ class RedisBroker(Broker):
         self.wait_replicas = wait_replicas
         self.wait_timeout = wait_timeout
         self._cluster = is_cluster_url(url)
+        self._slots_read_at = -math.inf
         self._redis: Any = redis_cluster(url) if self._cluster else single_redis(url)
         self._publish = self._script(PUBLISH_SCRIPT)
         self._read = self._script(READ_SCRIPT)
@@ -356,16 +363,20 @@ class RedisBroker(Broker):
             return False
         return any(await asyncio.gather(*map(_answers, self._redis.get_primaries())))
 
-    async def _read_slots(self, *, again: bool = False) -> None:
+    async def _read_slots(self, *, again: bool = False, unless_read_within: float = 0.0) -> None:
         """redis-py's map of the cluster's slots to their masters, read from any node that
-        answers: the first time, and `again` after a master failed or moved.
+        answers: the first time, and `again` after a master failed or moved, unless it was read
+        less than `unless_read_within` seconds ago.
 
         Not through redis-py's `RedisCluster.initialize()`: besides the map, it asks its default
         node (the first master listed) for COMMAND, and when that fails it closes every
         connection to every node. While that one master is down, until its failover, every call
         made through it would fail, whatever master its keys are on."""
-        if again or not self._redis.nodes_manager.slots_cache:
-            await self._redis.nodes_manager.initialize()
+        now = time.monotonic()
+        if self._redis.nodes_manager.slots_cache and not (again and now >= self._slots_read_at + unless_read_within):
+            return
+        self._slots_read_at = now
+        await self._redis.nodes_manager.initialize()
 
     # -- pipelines -------------------------------------------------------------------------
 
@@ -426,8 +437,9 @@ class RedisBroker(Broker):
         replies = await self._master_pipelines(calls, wait=wait)
         lost = [i for i, reply in enumerate(replies) if isinstance(reply, _MASTER_LOST)]
         if lost:
+            # A call refused now is retried by its publisher: the map need not be read for each.
             with contextlib.suppress(*_CONNECTION_FAILURES):
-                await self._read_slots(again=True)
+                await self._read_slots(again=True, unless_read_within=SLOTS_REREAD_INTERVAL)
             again = await self._master_pipelines([calls[i] for i in lost], wait=wait)
             for i, reply in zip(lost, again, strict=True):
                 replies[i] = reply
