@@ -209,6 +209,16 @@ class RedisCluster:
         node.process.wait(10)
         return master
 
+    def kill_replicas(self, master: Master) -> None:
+        """SIGKILL `master`'s replicas: with `master` killed too, its slots stay unserved (no
+        failover can come) and every node that could serve them refuses connections at once."""
+        for port in master.replicas:
+            node = self._node_on(port)
+            assert node.process is not None
+            node.killed = True
+            node.process.kill()
+            node.process.wait(10)
+
     @contextlib.contextmanager
     def replicas_paused(self, master: Master) -> Iterator[None]:
         """SIGSTOP `master`'s replicas, and SIGCONT them on the way out: while they are stopped

@@ -4,8 +4,9 @@ temporary directory removed afterwards.
 It is started by bench/redis_cluster.py, the code the benchmarks start theirs with, so the
 cluster the tests rely on is the one the benchmarks measure. See `RedisCluster` there for what it
 offers: `url` (a `redis+cluster://` broker), `masters()`, `master_of(key)`, `kill_master(i)`,
-`wait_for_failover(killed)`, `replicas_paused(master)`, `client()`. Resharding a slot by hand, as an operator would:
-`begin_slot_migration`, `move_slot_keys`, `assign_slot`.
+`wait_for_failover(killed)`, `replicas_paused(master)`, `kill_replicas(master)`, `client()`.
+Resharding a slot by hand, as an operator would: `begin_slot_migration`, `move_slot_keys`,
+`assign_slot`.
 """
 
 from __future__ import annotations
