@@ -202,22 +202,14 @@ class RedisCluster:
     def kill_master(self, index: int) -> Master:
         """SIGKILL master `index`, as a crashed machine: no shutdown, no last write to disk."""
         master = self.masters()[index]
-        node = self._node_on(master.port)
-        assert node.process is not None
-        node.killed = True
-        node.process.kill()
-        node.process.wait(10)
+        self._kill(self._node_on(master.port))
         return master
 
     def kill_replicas(self, master: Master) -> None:
         """SIGKILL `master`'s replicas: with `master` killed too, its slots stay unserved (no
         failover can come) and every node that could serve them refuses connections at once."""
         for port in master.replicas:
-            node = self._node_on(port)
-            assert node.process is not None
-            node.killed = True
-            node.process.kill()
-            node.process.wait(10)
+            self._kill(self._node_on(port))
 
     @contextlib.contextmanager
     def replicas_paused(self, master: Master) -> Iterator[None]:
@@ -309,6 +301,13 @@ class RedisCluster:
         except redis.RedisError as error:
             return f"node {node.port}: {error}"
         return None
+
+    def _kill(self, node: Node) -> None:
+        """SIGKILL a node, marked as killed on purpose (its exit is not a failure)."""
+        assert node.process is not None
+        node.killed = True
+        node.process.kill()
+        node.process.wait(10)
 
     def _node_on(self, port: int) -> Node:
         return next(node for node in self.nodes if node.port == port)

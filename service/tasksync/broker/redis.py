@@ -446,6 +446,7 @@ class RedisBroker(Broker):
         return replies
 
     async def _master_pipelines(self, calls: Sequence[_Call], *, wait: bool) -> list[Any]:
+        """Each call's reply, from one pipeline per master the slot map names, side by side."""
         replies: list[Any] = [None] * len(calls)
         try:
             await self._read_slots()
