@@ -36,22 +36,42 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class LoopCounter(Collector):
-    """A counter for the per-delivery hot path, read at scrape time.
+    """A counter for the per-event and per-delivery hot paths, read at scrape time.
 
     prometheus_client's Counter takes a lock on every increment so threads can share it; only
-    the event loop's thread counts deliveries, so a plain attribute is enough, and at one
-    increment per socket per event the lock is a measurable share of a delivery."""
+    the event loop's thread counts events and deliveries, so a plain attribute is enough, and at
+    one increment per socket per event the lock is a measurable share of a delivery.
 
-    def __init__(self, name: str, documentation: str) -> None:
+    With `labelnames`, `labels(*values)` gives the child counting that series (look it up once
+    and keep it: the lookup costs more than the increment); series appear once looked up, as
+    prometheus_client's do."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
         self.name = name
         self.documentation = documentation
+        self.labelnames = labelnames
         self.value = 0
+        self._children: dict[tuple[str, ...], LoopCounter] = {}
 
     def inc(self, amount: int = 1) -> None:
         self.value += amount
 
+    def labels(self, *values: str) -> LoopCounter:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, not {values!r}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = LoopCounter(self.name, self.documentation)
+        return child
+
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+        if not self.labelnames:
+            yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+            return
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._children.items():
+            family.add_metric(values, child.value)
+        yield family
 
 
 class LoopHistogram(Collector):
@@ -138,12 +158,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.events_received = Counter(
+        self.events_received = LoopCounter(
             "tasksync_events_received",
             "Valid task events ingested, by source (dapr, http, demo) and event name.",
-            ["source", "event"],
-            registry=r,
+            ("source", "event"),
         )
+        r.register(self.events_received)
         self.events_duplicate = Counter(
             "tasksync_events_duplicate",
             "Events ignored because their id was already ingested within the dedupe window.",

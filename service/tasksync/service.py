@@ -58,7 +58,7 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self.collector = CollectorPacing(settings.gc_full_collection_interval, self.metrics.gc_pauses)
-        # `.labels()` takes a lock and validates its arguments; per event, look children up once.
+        # Per event, a series is looked up by its labels once: the lookup costs more than the count.
         self._received = functools.cache(self.metrics.events_received.labels)
         self.plugins = plugins or Plugins(settings, self.metrics)
         self.origins = OriginPolicy(settings.allowed_origins)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tasksync.metrics import LoopCounter, LoopHistogram
@@ -24,6 +25,19 @@ def test_a_loop_counter_is_exposed_as_a_counter_total():
     counter.inc()
     counter.inc(4)
     assert scrape(counter) == {"things_total": 5.0}
+
+
+def test_a_labelled_loop_counter_shows_each_series_looked_up():
+    counter = LoopCounter("things", "Things.", ("source", "event"))
+    counter.labels("http", "task.created").inc()
+    counter.labels("http", "task.created").inc(2)
+    counter.labels("dapr", "task.deleted")
+    assert scrape(counter) == {
+        'things_total{event="task.created",source="http"}': 3.0,
+        'things_total{event="task.deleted",source="dapr"}': 0.0,
+    }
+    with pytest.raises(ValueError, match="takes labels"):
+        counter.labels("http")
 
 
 def test_a_loop_histogram_has_prometheus_bucket_semantics():
