@@ -213,21 +213,29 @@ def _explain_invalid(text: str | bytes, exc: msgspec.ValidationError) -> Protoco
     return ProtocolError("invalid_frame", f"invalid {kind!r} frame: {exc}")
 
 
-# The current second as text, with the second it is for. Formatting a datetime costs about
-# 1.4 µs, which ingest would pay for every event published without a time of its own.
+# The current second as text, with the second it is for, and the current millisecond's text.
+# Formatting a datetime costs about 1.4 µs, which ingest would pay for every event published
+# without a time of its own; the events of one batch are mostly ingested within a millisecond.
 _second_text: tuple[int, str] = (-1, "")
+_millisecond_text: tuple[int, str] = (-1, "")
 
 
 def utc_now_iso() -> str:
     """Current time as ISO 8601 UTC to the millisecond with a Z suffix, the form every timestamp
     takes."""
-    global _second_text
-    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    formatted_second, text = _second_text
+    global _second_text, _millisecond_text
+    millisecond = time.time_ns() // 1_000_000
+    formatted_millisecond, text = _millisecond_text
+    if millisecond == formatted_millisecond:
+        return text
+    second, within = divmod(millisecond, 1000)
+    formatted_second, second_text = _second_text
     if second != formatted_second:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second_text = (second, text)
-    return f"{text}.{nanoseconds // 1_000_000:03d}Z"
+        second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_text = (second, second_text)
+    text = f"{second_text}.{within:03d}Z"
+    _millisecond_text = (millisecond, text)
+    return text
 
 
 def close_reason(text: str) -> str:

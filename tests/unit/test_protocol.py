@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import msgspec
 import pytest
 
+from tasksync import protocol
 from tasksync.events import Notification, TaskEvent
 from tasksync.protocol import (
     Auth,
@@ -26,8 +30,13 @@ SPECIFICATION_FIELDS = {"type", "event", "task", "timestamp"}
 
 
 def event(**overrides) -> TaskEvent:
-    fields = {"id": "e1", "user_id": "u", "event": "task.created",
-              "task": {"id": 123, "title": "New Task", "completed": False}, "occurred_at": "2025-12-31T12:00:00.000Z"}
+    fields = {
+        "id": "e1",
+        "user_id": "u",
+        "event": "task.created",
+        "task": {"id": 123, "title": "New Task", "completed": False},
+        "occurred_at": "2025-12-31T12:00:00.000Z",
+    }
     fields.update(overrides)
     return TaskEvent(**fields)
 
@@ -64,8 +73,15 @@ def test_task_update_carries_the_operation_id_unchanged_when_the_publisher_gave_
         (Ping(timestamp="t"), {"type": "ping", "timestamp": "t"}),
         (
             Connected(user_id="u", connection_id="c", seq=3, epoch="m", heartbeat_interval=25.0, resumed=True),
-            {"type": "connected", "user_id": "u", "connection_id": "c", "seq": 3, "epoch": "m",
-             "heartbeat_interval": 25.0, "resumed": True},
+            {
+                "type": "connected",
+                "user_id": "u",
+                "connection_id": "c",
+                "seq": 3,
+                "epoch": "m",
+                "heartbeat_interval": 25.0,
+                "resumed": True,
+            },
         ),
         (
             ResyncRequired(reason="history_gap", seq=9, epoch="m"),
@@ -121,6 +137,24 @@ def test_close_reason_fits_rfc6455_without_splitting_a_character():
 def test_timestamps_are_utc_iso8601_with_z():
     stamp = utc_now_iso()
     assert stamp.endswith("Z") and "T" in stamp
+
+
+def test_timestamps_follow_the_clock_across_milliseconds_and_seconds(monkeypatch):
+    # Each second and each millisecond is formatted once and kept; the clock may also go back.
+    clock = {"ns": 0}
+    monkeypatch.setattr(
+        protocol, "time", SimpleNamespace(time_ns=lambda: clock["ns"], strftime=time.strftime, gmtime=time.gmtime)
+    )
+    for ns, expected in [
+        (1_700_000_000_123_456_789, "2023-11-14T22:13:20.123Z"),
+        (1_700_000_000_123_999_999, "2023-11-14T22:13:20.123Z"),
+        (1_700_000_000_124_000_000, "2023-11-14T22:13:20.124Z"),
+        (1_700_000_001_000_000_000, "2023-11-14T22:13:21.000Z"),
+        (1_700_000_002_124_000_000, "2023-11-14T22:13:22.124Z"),
+        (1_700_000_000_999_000_000, "2023-11-14T22:13:20.999Z"),
+    ]:
+        clock["ns"] = ns
+        assert utc_now_iso() == expected
 
 
 def test_deeply_nested_frames_are_refused_not_crashed_on():
