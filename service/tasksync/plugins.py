@@ -78,6 +78,8 @@ class Plugins:
                 known = ", ".join(sorted(available)) or "none"
                 raise PluginError(f"unknown plugin {name!r}; installed plugins: {known}")
             self._pm.register(available[name].load(), name=name)
+        # Asked for every event ingested; the plugins are all registered above, once.
+        self.has_offline_notifiers = bool(self._impls("tasksync_offline_event"))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -140,10 +142,6 @@ class Plugins:
         ]
         if calls:
             await asyncio.gather(*calls, return_exceptions=True)
-
-    @property
-    def has_offline_notifiers(self) -> bool:
-        return bool(self._impls("tasksync_offline_event"))
 
     # -- calling ---------------------------------------------------------------------------
 
