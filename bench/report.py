@@ -344,8 +344,10 @@ def markdown(results: dict[str, Any]) -> str:
             (
                 "The servers measured in turns; the median of the runs listed under `each run` counts. "
                 "`server CPU ms each`: the server's CPU time per handshake, which the machine's load "
-                "moves less than the rate. `picows`: workload 1's reference server, the upgrade and one "
-                "frame with no authentication: the ceiling this load generator and machine can show."
+                "moves less than the rate. `uvicorn` and `picows` do the upgrade and one frame with no "
+                "authentication: `uvicorn` a bare ASGI app served as TaskSync is (httptools, "
+                "websockets-sansio, uvloop), the ceiling of TaskSync's server stack; `picows` workload "
+                "1's reference server, the ceiling this load generator and machine can show."
             ),
             "",
         ]

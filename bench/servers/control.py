@@ -6,7 +6,8 @@ to the server being measured, and a server whose orchestrator dies reads end-of-
 so no run leaves a stray process holding ports.
 
 Commands: {"cmd": "count"} answers how many sockets are registered; {"cmd": "push", "mode",
-"rounds", "rate"} pushes events (see `push`) and answers when the last one was handed over.
+"rounds", "rate"} pushes events (see `push`) and answers when the last one was handed over, on a
+server that pushes (workload 4's reference servers only take handshakes).
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ async def push(mode: Mode, sockets: int, rounds: int, rate: float | None, emit: 
     return {"push_start_ns": start, "push_end_ns": time.monotonic_ns(), "events": total}
 
 
-async def serve_control(count: Callable[[], int], emit: Emit) -> None:
-    """Answer control commands until stdin closes. `count()` is how many sockets are registered."""
+async def serve_control(count: Callable[[], int], emit: Emit | None) -> None:
+    """Answer control commands until stdin closes. `count()` is how many sockets are registered;
+    without `emit` the server does not push."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -91,7 +93,7 @@ async def serve_control(count: Callable[[], int], emit: Emit) -> None:
         command = json.loads(line)
         if command["cmd"] == "count":
             reply: dict[str, Any] = {"count": count()}
-        elif command["cmd"] == "push":
+        elif command["cmd"] == "push" and emit is not None:
             reply = await push(command["mode"], command["sockets"], command["rounds"], command.get("rate"), emit)
         else:
             reply = {"error": f"unknown command {command['cmd']!r}"}
@@ -99,7 +101,7 @@ async def serve_control(count: Callable[[], int], emit: Emit) -> None:
         sys.stdout.flush()
 
 
-async def serve_uvicorn(server: uvicorn.Server, count: Callable[[], int], emit: Emit) -> None:
+async def serve_uvicorn(server: uvicorn.Server, count: Callable[[], int], emit: Emit | None) -> None:
     """Run a uvicorn server (the Litestar-based servers) while answering control commands, and
     stop it once stdin closes."""
     serving = asyncio.create_task(server.serve())

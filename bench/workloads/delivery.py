@@ -48,11 +48,16 @@ VARIANTS = (
 
 
 def start_engine(run: Run, server: str, *extra: str) -> tuple[Child, int]:
+    """One of SERVER_MODULES on a free port, answering control commands."""
+    return start_server(run, server, SERVER_MODULES[server], *extra)
+
+
+def start_server(run: Run, server: str, module: str, *extra: str) -> tuple[Child, int]:
     port = free_port()
     args = ["--port", str(port)]
     if server == "tasksync":
         args += ["--limits-file", str(run.limits_file), *extra]
-    child = run.start(Child(f"{server}-{port}", python_module(SERVER_MODULES[server], *args), run.raw, control=True))
+    child = run.start(Child(f"{server}-{port}", python_module(module, *args), run.raw, control=True))
     child.wait_for_port(port)
     return child, port
 

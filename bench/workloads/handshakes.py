@@ -4,11 +4,12 @@
 A handshake counts once TaskSync's `connected` frame arrives: the upgrade, authentication,
 registration and the opening of the stream are all done by then. The client then closes.
 
-The picows server of workload 1 is measured the same way as a reference: the upgrade and one
-frame, with no authentication, in Cython. What it reaches with this load generator on this
-machine is the ceiling a Python server could show here, whatever TaskSync did.
+Two reference servers are measured the same way, each doing the upgrade and one frame with no
+authentication: a bare ASGI app under uvicorn run with TaskSync's options (`uvicorn`), the ceiling
+of the stack TaskSync is served by, and the picows server of workload 1 (Cython), the ceiling a
+Python server could show with this load generator on this machine.
 
-Both servers run side by side and are measured in turns, `plan.runs` times each, and each one's
+All the servers run side by side and are measured in turns, `plan.runs` times each, and each one's
 median counts: measured one after the other, once each, the two were seconds apart, and a
 change in the shared machine's load between them decided which was faster.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..harness import Profiler, Run, cpu_share, median
 from ..procs import Child
-from .delivery import start_engine
+from .delivery import SERVER_MODULES, start_server
 
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256!"
 CONCURRENCY = 64
@@ -27,14 +28,18 @@ CONCURRENCY = 64
 WARM_UP = 200
 
 
+# The reference servers, whose first frame is `hello`, and their modules.
+REFERENCES = {"uvicorn": "bench.servers.uvicorn_bare", "picows": SERVER_MODULES["picows"]}
+
+
 def command(port: int, auth: str, count: int) -> dict[str, Any]:
-    """`auth`: "dev", "jwt", or "picows" (the reference server, whose first frame is `hello`)."""
+    """`auth`: "dev", "jwt", or one of REFERENCES."""
     return {
         "cmd": "handshakes",
         "url": f"ws://127.0.0.1:{port}/ws",
         "concurrency": CONCURRENCY,
         "jwt_secret": JWT_SECRET if auth == "jwt" else None,
-        "first_frame": "hello" if auth == "picows" else "connected",
+        "first_frame": "hello" if auth in REFERENCES else "connected",
         "count": count,
     }
 
@@ -60,7 +65,7 @@ def run_handshakes(run: Run) -> dict[str, Any]:
     servers = {
         "dev": run.tasksync("tasksync-dev", "--dev"),
         "jwt": run.tasksync("tasksync-jwt", "--auth", "jwt", env={"TASKSYNC_JWT_SECRET": JWT_SECRET}),
-        "picows": start_engine(run, "picows"),
+        **{reference: start_server(run, reference, module) for reference, module in REFERENCES.items()},
     }
     measured: dict[str, list[dict[str, Any]]] = {auth: [] for auth in servers}
     try:

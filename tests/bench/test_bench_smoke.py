@@ -104,10 +104,10 @@ def test_memory_holds_the_sockets_of_every_server_and_kind_of_client(smoke):
     assert all(row["sockets"] == SMOKE.memory_sockets for row in rows)
 
 
-def test_handshakes_complete_with_both_kinds_of_auth_and_on_the_reference_server(smoke):
+def test_handshakes_complete_with_both_kinds_of_auth_and_on_the_reference_servers(smoke):
     rows = smoke[0]["workloads"]["handshakes"]["rows"]
 
-    assert [row["auth"] for row in rows] == ["dev", "jwt", "picows"]
+    assert [row["auth"] for row in rows] == ["dev", "jwt", "uvicorn", "picows"]
     for row in rows:
         assert len(row["runs"]) == SMOKE.runs
         for measured in row["runs"]:
