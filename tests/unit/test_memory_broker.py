@@ -50,13 +50,21 @@ async def test_each_broker_start_has_a_new_epoch():
     assert MemoryBroker().epoch != MemoryBroker().epoch
 
 
+def replayed(replay) -> list[tuple[int, str, int]]:
+    """Each replayed delivery's offset and user, and the offset its frame carries."""
+    return [(d.seq, d.user_id, msgspec.json.decode(d.frame)["seq"]) for d in replay.deliveries]
+
+
 async def test_replay_returns_exactly_what_followed_since():
     broker = MemoryBroker()
+    live = collecting(broker)
     for n in range(5):
         await broker.publish(event("a", n))
     replay = await broker.replay("a", 2, broker.epoch)
     assert replay.resync is None
-    assert [d.seq for d in replay.deliveries] == [3, 4, 5]
+    assert replayed(replay) == [(3, "a", 3), (4, "a", 4), (5, "a", 5)]
+    assert [d.frame for d in replay.deliveries] == [d.frame for d in live[2:]]
+    assert all(d.epoch == broker.epoch for d in replay.deliveries)
     assert (await broker.replay("a", 5, broker.epoch)).deliveries == []
 
 
@@ -65,7 +73,8 @@ async def test_replay_beyond_history_or_epoch_asks_for_resync():
     for n in range(6):
         await broker.publish(event("a", n))
     assert (await broker.replay("a", 2, broker.epoch)).resync == "history_gap"
-    assert [d.seq for d in (await broker.replay("a", 3, broker.epoch)).deliveries] == [4, 5, 6]
+    assert replayed(await broker.replay("a", 3, broker.epoch)) == [(4, "a", 4), (5, "a", 5), (6, "a", 6)]
+    assert replayed(await broker.replay("a", 4, broker.epoch)) == [(5, "a", 5), (6, "a", 6)]
     assert (await broker.replay("a", 3, "m-other")).resync == "epoch_changed"
     assert (await broker.replay("a", 99, broker.epoch)).resync == "history_gap"
 
@@ -78,6 +87,40 @@ async def test_history_expires_by_age():
     await broker.publish(event("a", 2))
     assert (await broker.replay("a", 0, broker.epoch)).resync == "history_gap"
     assert [d.seq for d in (await broker.replay("a", 1, broker.epoch)).deliveries] == [2]
+
+
+async def test_history_knows_when_frames_were_stored_to_the_second_and_never_frees_one_early():
+    clock = Clock()  # 1000.0
+    broker = MemoryBroker(history_ttl=60, clock=clock)
+    for n, at in enumerate((1000.0, 1000.5, 1001.2), 1):
+        clock.now = at
+        await broker.publish(event("a", n))
+
+    async def replay_from(since: int) -> list[int] | str | None:
+        replay = await broker.replay("a", since, broker.epoch)
+        return replay.resync or [seq for seq, _, _ in replayed(replay)]
+
+    clock.now = 1060.4  # every frame is younger than 60 s
+    assert await replay_from(0) == [1, 2, 3]
+    clock.now = 1060.9  # 1 and 2 are older, but their second began less than 61 s ago
+    assert await replay_from(0) == [1, 2, 3]
+    clock.now = 1061.0  # their second is over by 60 s: both go, 3 (stored in the next one) stays
+    assert await replay_from(0) == "history_gap"
+    assert await replay_from(2) == [3]
+    assert broker.held_events == 1
+    clock.now = 1062.2
+    assert await replay_from(2) == "history_gap"
+    assert broker.held_events == 0
+
+
+async def test_a_second_whose_frames_the_size_limit_freed_does_not_free_later_ones():
+    clock = Clock()
+    broker = MemoryBroker(history_size=2, history_ttl=60, clock=clock)
+    for n, at in enumerate((1000.0, 1000.1, 1030.0, 1030.1), 1):  # the first second's go by size
+        clock.now = at
+        await broker.publish(event("a", n))
+    clock.now = 1089.0  # the first second is past its time; the second's frames are not
+    assert replayed(await broker.replay("a", 2, broker.epoch)) == [(3, "a", 3), (4, "a", 4)]
 
 
 async def test_duplicate_event_ids_are_delivered_once_within_the_window():
@@ -115,7 +158,7 @@ async def test_idle_users_history_is_freed_after_its_time_to_live_without_their_
     broker.expire(clock())
     assert broker.held_events == 4  # busy's three old events go at its next trim, the fresh one stays
     assert broker._recent == {"busy": None}
-    assert broker._logs["idle-1"].history is None
+    assert broker._logs["idle-1"].held is None
     # The offset counter stays: the next event continues the sequence, and a resume from before
     # the expiry is told to resync rather than handed a reused offset.
     await broker.publish(event("idle-1", 9))

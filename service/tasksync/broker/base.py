@@ -33,7 +33,10 @@ class Delivery(msgspec.Struct, gc=False):
     seq: int
     epoch: str
     frame: str
-    event_id: str
+    # The event's id where a broker needs it to recognise the event again (the Redis broker,
+    # at the seam between a resume's history and its pub/sub); None where nothing does (the
+    # embedded broker's resumes, whose history holds only frames).
+    event_id: str | None
     # Monotonic ingest instant in this process, or None when the event came from elsewhere
     # (another replica, history): latency is only measured where it can be measured honestly.
     received_ns: int | None = None

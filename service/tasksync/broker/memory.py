@@ -13,22 +13,52 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..events import TaskEvent
 from ..protocol import encode_task_update
 from .base import Broker, BrokerUnavailable, Delivery, Position, Replay
 
+# How finely the history knows when its frames were stored, in seconds. A frame is freed once
+# it is older than `history_ttl` by at most this much more.
+STORED_AT_RESOLUTION = 1.0
+
+
+class _Second(NamedTuple):
+    """Frames stored within STORED_AT_RESOLUTION of one another. Its instants are worked out
+    once, so that storing a frame compares times without computing one."""
+
+    first_seq: int
+    # When the frames stored after it start a second of their own (monotonic seconds).
+    ends: float
+    # When all of its frames are past `history_ttl`.
+    expires: float
+
+
+@dataclass(slots=True)
+class _Held:
+    """The frames a user's resumes can have, oldest first, the newest at the user's offset.
+
+    Frames, not Deliveries: offsets are dense, so a frame's offset is its place, and a held
+    Delivery would keep itself, its numbers and its event id alive beside the frame. When they
+    were stored is known a second at a time (a time for each frame would be one more object held
+    for every event): `seconds` holds a `_Second` for each second in which frames were stored."""
+
+    frames: deque[str]
+    seconds: deque[_Second]
+
 
 @dataclass(slots=True)
 class _UserLog:
     seq: int = 0
-    # (monotonic seconds, delivery), oldest first; None once every entry has expired.
-    history: deque[tuple[float, Delivery]] | None = None
+    # None once every frame has expired: an idle user holds no deques.
+    held: _Held | None = None
 
 
 def dedupe_key(user_id: str, event_id: str) -> str:
@@ -125,15 +155,15 @@ class MemoryBroker(Broker):
         """Free the history of every user whose newest event is older than `history_ttl`, and
         the dedupe ids past their window."""
         self._dedupe.sweep(now)
-        horizon = now - self.history_ttl
         recent = self._recent
         while recent:
             user_id = next(iter(recent))
             log = self._logs[user_id]
-            if log.history and log.history[-1][0] >= horizon:
+            held = log.held
+            if held is not None and held.seconds[-1].expires > now:
                 break
-            self.held_events -= len(log.history or ())
-            log.history = None
+            self.held_events -= len(held.frames) if held is not None else 0
+            log.held = None
             del recent[user_id]
 
     async def publish(self, event: TaskEvent) -> Delivery | None:
@@ -154,26 +184,27 @@ class MemoryBroker(Broker):
         if log is None:
             log = self._logs[user_id] = _UserLog()
         seq = log.seq = log.seq + 1
-        delivery = Delivery(
-            user_id=user_id,
-            seq=seq,
-            epoch=self.epoch,
-            frame=encode_task_update(event, seq, self.epoch),
-            event_id=event.id,
-            received_ns=event.received_ns,
-        )
-        history = log.history
-        if history is None:
-            history = log.history = deque()
-        history.append((now, delivery))
+        frame = encode_task_update(event, seq, self.epoch)
+        held = log.held
+        if held is None:
+            held = log.held = _Held(deque(), deque())
+        frames, seconds = held.frames, held.seconds
+        frames.append(frame)
         self.held_events += 1
         recent = self._recent
         if user_id in recent:
             recent.move_to_end(user_id)
         else:
             recent[user_id] = None
-        if len(history) > self.history_size or history[0][0] < now - self.history_ttl:
+        if not seconds or now >= seconds[-1].ends:
+            ends = now + STORED_AT_RESOLUTION
+            seconds.append(_Second(seq, ends, ends + self.history_ttl))
+            # Frames expire a second at a time, so a new second is when to look for them.
+            if seconds[0].expires <= now:
+                self._trim(log, now)
+        if len(frames) > self.history_size:
             self._trim(log, now)
+        delivery = Delivery(user_id, seq, self.epoch, frame, event.id, event.received_ns)
         delivery.listeners = self._emit(delivery)
         return delivery
 
@@ -192,14 +223,13 @@ class MemoryBroker(Broker):
         if log is None or since == head.seq:
             return Replay(deliveries=[], position=head)
         self._trim(log, self._clock())
-        oldest = log.history[0][1].seq if log.history else head.seq + 1
+        frames = log.held.frames if log.held is not None else ()
+        oldest = head.seq - len(frames) + 1
         if since + 1 < oldest:
             return Replay(deliveries=[], position=head, resync="history_gap")
-        # Offsets are dense, so the first wanted entry sits at a known index.
-        start = since + 1 - oldest
         missed = [
-            Delivery(d.user_id, d.seq, d.epoch, d.frame, d.event_id)
-            for _, d in list(log.history or ())[start:]
+            Delivery(user_id, seq, self.epoch, frame, None)
+            for seq, frame in enumerate(itertools.islice(frames, since + 1 - oldest, None), since + 1)
         ]
         return Replay(deliveries=missed, position=head)
 
@@ -207,13 +237,25 @@ class MemoryBroker(Broker):
         return True
 
     def _trim(self, log: _UserLog, now: float) -> None:
-        history = log.history
-        if history is None:
+        """Free the frames past `history_size`, and those older than `history_ttl`: a second's
+        frames were all stored before the next second began, and within STORED_AT_RESOLUTION of
+        its own start."""
+        held = log.held
+        if held is None:
             return
-        before = len(history)
-        while len(history) > self.history_size:
-            history.popleft()
-        horizon = now - self.history_ttl
-        while history and history[0][0] < horizon:
-            history.popleft()
-        self.held_events -= before - len(history)
+        frames, seconds = held.frames, held.seconds
+        before = len(frames)
+        while len(frames) > self.history_size:
+            frames.popleft()
+        while seconds and seconds[0].expires <= now:
+            seconds.popleft()
+            kept = log.seq - seconds[0].first_seq + 1 if seconds else 0
+            while len(frames) > kept:
+                frames.popleft()
+        # A second whose frames the size limit freed says nothing any more.
+        oldest = log.seq - len(frames) + 1
+        while len(seconds) > 1 and seconds[1].first_seq <= oldest:
+            seconds.popleft()
+        self.held_events -= before - len(frames)
+        if not frames:
+            log.held = None
