@@ -139,9 +139,14 @@ class RunningOperator:
     config: OperatorConfig
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def operator(cluster: LocalCluster) -> Iterator[RunningOperator]:
-    """tasksync_operator.main.run in a thread with its own event loop, as the operator's user."""
+    """tasksync_operator.main.run in a thread with its own event loop, as the operator's user.
+
+    Stopped once the operator's tests are done: left running, its thread went on calling the
+    `random` module (kopf picks credentials and peering intervals with it) while later tests
+    ran, and Hypothesis takes a change of the global random state during a draw for a strategy
+    that uses it."""
     liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
     operator_config = OperatorConfig(
         kubeconfig=str(cluster.kubeconfig(OPERATOR_USER)),
