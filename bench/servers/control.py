@@ -95,6 +95,8 @@ async def serve_control(count: Callable[[], int], emit: Emit | None) -> None:
             reply: dict[str, Any] = {"count": count()}
         elif command["cmd"] == "push" and emit is not None:
             reply = await push(command["mode"], command["sockets"], command["rounds"], command.get("rate"), emit)
+        elif command["cmd"] == "push":
+            reply = {"error": "this server takes handshakes only; it does not push"}
         else:
             reply = {"error": f"unknown command {command['cmd']!r}"}
         sys.stdout.write(json.dumps(reply) + "\n")

@@ -152,8 +152,8 @@ class MemoryBroker(Broker):
             self.expire(self._clock())
 
     def expire(self, now: float) -> None:
-        """Free the history of every user whose newest event is older than `history_ttl`, and
-        the dedupe ids past their window."""
+        """Free the history of every user whose newest frames are past `history_ttl` (to the
+        second, see `_Second`), and the dedupe ids past their window."""
         self._dedupe.sweep(now)
         recent = self._recent
         while recent:
