@@ -89,9 +89,7 @@ class Child:
 
     def start(self) -> Child:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKSYNC_")}
-        # An inherited PYTHONPATH comes after the repository: pointing it at another tree's
-        # service/ measures that tree's tasksync (a proposed change) with this harness.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = python_path()
         env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -167,6 +165,13 @@ class Child:
         except OSError:
             return ""
         return f"\n--- end of {self.log_path} ---\n{text[-3000:]}" if text else ""
+
+
+def python_path() -> str:
+    """The PYTHONPATH of a process the harness starts. An inherited PYTHONPATH comes after the
+    repository: pointing it at another tree's service/ measures that tree's tasksync (a proposed
+    change) with this harness."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 
 def python_module(module: str, *args: str) -> list[str]:
