@@ -196,13 +196,12 @@ class MemoryBroker(Broker):
             recent.move_to_end(user_id)
         else:
             recent[user_id] = None
-        if not seconds or now >= seconds[-1].ends:
+        new_second = not seconds or now >= seconds[-1].ends
+        if new_second:
             ends = now + STORED_AT_RESOLUTION
             seconds.append(_Second(seq, ends, ends + self.history_ttl))
-            # Frames expire a second at a time, so a new second is when to look for them.
-            if seconds[0].expires <= now:
-                self._trim(log, now)
-        if len(frames) > self.history_size:
+        # Frames expire a second at a time, so a new second is when to look for expired ones.
+        if len(frames) > self.history_size or (new_second and seconds[0].expires <= now):
             self._trim(log, now)
         delivery = Delivery(user_id, seq, self.epoch, frame, event.id, event.received_ns)
         delivery.listeners = self._emit(delivery)
