@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +232,12 @@ class Release:
         )
 
 
+def answers(url: str) -> bool:
+    """Whether `url` answers 200; refused, unreachable or another status raise OSError."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status == 200
+
+
 def token(user: str) -> str:
     return hs256({"sub": user, "exp": time.time() + 3600}, JWT_SECRET)
 
@@ -267,6 +274,10 @@ def release(kube_cluster: KubeCluster, tasksync_image: str, helm: Helm, timings:
         helm.run("install", RELEASE, str(CHART), *state.helm_args(), "--wait", "--timeout", "5m",
                  values=chart_values(tasksync_image))
         timings["helm install --wait"] = time.monotonic() - started
+        # helm's --wait sees the pods ready; the node's kube-proxy programs the Service's address
+        # a moment later, and until then a connection to it from the host is refused (a CI run
+        # failed two tests that way).
+        wait_until(lambda: answers(f"{state.http}/health/ready"), timeout=60, what="the Service answering")
         yield state
     finally:
         if state.installed:
